@@ -1,0 +1,116 @@
+"""ModelArtifacts: the KMS key and S3 buckets that hold model weights and packages."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from llm_serving._nag import acknowledge
+from llm_serving.stage import Stage, StagePolicy
+
+
+class ModelArtifacts(Construct):
+    """A customer-managed KMS key (rotated), a versioned SSE-KMS artifact bucket and its
+    server-access-log bucket. Both buckets block public access and refuse non-TLS requests.
+
+    ``dev`` removes everything on ``cdk destroy`` (buckets are emptied first); ``prod`` retains
+    the key and both buckets.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, stage: Stage) -> None:
+        super().__init__(scope, construct_id)
+        policy = StagePolicy.for_stage(stage)
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="Encrypts model artifacts and endpoint storage volumes",
+            enable_key_rotation=True,
+            pending_window=policy.key_pending_window,
+            removal_policy=policy.removal_policy,
+        )
+
+        self.access_log_bucket = s3.Bucket(
+            self,
+            "AccessLogs",
+            # S3 server access logging cannot deliver to an SSE-KMS bucket.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            lifecycle_rules=[s3.LifecycleRule(expiration=policy.access_log_expiry)],
+            removal_policy=policy.removal_policy,
+            auto_delete_objects=policy.auto_delete_objects,
+        )
+        acknowledge(
+            self.access_log_bucket,
+            "AwsSolutions-S1",
+            "This is the server-access-log bucket; logging it into itself would loop.",
+        )
+
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            versioned=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            server_access_logs_bucket=self.access_log_bucket,
+            server_access_logs_prefix="artifacts/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    noncurrent_version_expiration=policy.noncurrent_version_expiry,
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ],
+            removal_policy=policy.removal_policy,
+            auto_delete_objects=policy.auto_delete_objects,
+        )
+        if policy.auto_delete_objects:
+            _acknowledge_auto_delete_provider(Stack.of(self))
+
+    def s3_uri(self, prefix: str) -> str:
+        """``s3://<bucket>/<prefix>`` for a key prefix in the artifact bucket."""
+        return f"s3://{self.bucket.bucket_name}/{prefix}"
+
+    def grant_read_prefix(self, grantee: iam.IGrantable, prefix: str) -> iam.Grant:
+        """Let ``grantee`` list and read objects under ``prefix`` only, and decrypt them."""
+        principal = grantee.grant_principal
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            )
+        )
+        self.key.grant(principal, "kms:Decrypt")
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["s3:GetObject"],
+            resource_arns=[self.bucket.arn_for_objects(f"{prefix}*")],
+        )
+
+
+def _acknowledge_auto_delete_provider(stack: Stack) -> None:
+    provider = stack.node.try_find_child("Custom::S3AutoDeleteObjectsCustomResourceProvider")
+    if provider is None:
+        return
+    acknowledge(
+        provider,
+        "AwsSolutions-IAM4",
+        "CDK's S3 auto-delete provider (dev stage only) uses AWSLambdaBasicExecutionRole to "
+        "write its own logs; its object permissions are scoped by the bucket policy.",
+    )
+    acknowledge(
+        provider,
+        "AwsSolutions-L1",
+        "CDK's S3 auto-delete provider (dev stage only) pins its own Node.js runtime.",
+    )

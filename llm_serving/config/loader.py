@@ -1,0 +1,118 @@
+"""Load ``model_configs/*.yaml`` into :class:`ModelConfig` objects, once, with errors that
+name the file, the field and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from llm_serving.config.gpus import GpuFitError, UnknownInstanceTypeError, check_fit
+from llm_serving.config.images import UnknownImageError, image_spec
+from llm_serving.config.schema import ModelConfig
+
+NON_MODEL_FILES = frozenset({"gateway.yaml"})
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names file, field and fix."""
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    return ".".join(parts) or "(top level)"
+
+
+def _fix(error: ErrorDetails) -> str:
+    kind = error["type"]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    if kind == "missing":
+        return "add this field"
+    if kind == "extra_forbidden":
+        return "remove it or fix its spelling (unknown fields are rejected)"
+    if kind == "literal_error":
+        return f"use one of {ctx.get('expected')}"
+    if kind == "union_tag_invalid":
+        return f"set the discriminator to one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"add the discriminator field {ctx.get('discriminator')}"
+    if kind == "string_pattern_mismatch":
+        return f"match the pattern {ctx.get('pattern')}"
+    if kind == "value_error":
+        return "see above"
+    return "correct the value"
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid model config ({exc.error_count()} error(s))"]
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {_field(error['loc'])}: {message} — fix: {_fix(error)}")
+    return "\n".join(lines)
+
+
+def _check_semantics(path: Path, config: ModelConfig) -> None:
+    """Checks that need catalogs: pinned image version, GPU type, memory fit."""
+    container = config.container
+    try:
+        image_spec(container.family, container.image_version)
+    except UnknownImageError as exc:
+        raise ConfigError(f"{path}: container.image_version: {exc}") from None
+    try:
+        check_fit(config)
+    except (UnknownInstanceTypeError, GpuFitError) as exc:
+        raise ConfigError(f"{path}: instance.type: {exc}") from None
+
+
+def parse_model_config(data: Any, path: Path) -> ModelConfig:
+    """Validate already-loaded YAML data; ``path`` is only used in messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        config = ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    _check_semantics(path, config)
+    return config
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    """Read and validate one YAML file."""
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    config = parse_model_config(data, path)
+    if config.name != path.stem:
+        raise ConfigError(
+            f"{path}: name: {config.name!r} differs from the file name; "
+            f"fix: rename the file to {config.name}.yaml or set name: {path.stem}"
+        )
+    return config
+
+
+def model_config_paths(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.yaml") if p.name not in NON_MODEL_FILES)
+
+
+def load_model_configs(directory: Path, only: Iterable[str] | None = None) -> list[ModelConfig]:
+    """Load every model config in ``directory`` (``gateway.yaml`` excluded)."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: config directory not found; fix: pass -c config_dir=<dir>")
+    configs = [load_model_config(p) for p in model_config_paths(directory)]
+    if not configs:
+        raise ConfigError(f"{directory}: no model configs (*.yaml); fix: add at least one")
+    if only is not None:
+        wanted = set(only)
+        unknown = wanted - {c.name for c in configs}
+        if unknown:
+            raise ConfigError(
+                f"{directory}: models {sorted(unknown)} not found; "
+                f"fix: use names from {[c.name for c in configs]}"
+            )
+        configs = [c for c in configs if c.name in wanted]
+    return configs

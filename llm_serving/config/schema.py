@@ -1,0 +1,250 @@
+"""Typed schema for one model deployment (``model_configs/<name>.yaml``).
+
+Parsed once; the same objects drive the CloudFormation properties and, later, the gateway's
+routing table. Every model is ``extra="forbid"`` and frozen, so a misspelt key fails synth
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+
+BYTES_PER_PARAMETER: dict[str, float] = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+}
+
+# botocore's ProductionVariantInferenceAmiVersion enum (botocore 1.44).
+InferenceAmiVersion = Literal[
+    "al2-ami-sagemaker-inference-gpu-2",
+    "al2-ami-sagemaker-inference-gpu-2-1",
+    "al2-ami-sagemaker-inference-gpu-3-1",
+    "al2023-ami-sagemaker-inference-gpu-4-1",
+]
+
+EngineArgValue = str | int | float | bool
+
+_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+_ENGINE_ARG_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Architecture(_Strict):
+    """What the GPU fit check needs to know about the network."""
+
+    parameters_billion: float = Field(gt=0, description="Parameter count in billions.")
+    dtype: Dtype = Field("bf16", description="Weight precision as served.")
+    num_layers: int = Field(gt=0, description="Transformer layers (config.json num_hidden_layers).")
+    num_kv_heads: int = Field(gt=0, description="Key/value heads (num_key_value_heads).")
+    head_dim: int = Field(gt=0, description="Per-head dimension (hidden_size / num_attention_heads).")
+    kv_cache_dtype: Dtype | None = Field(None, description="KV cache precision; defaults to dtype.")
+
+
+class HubWeights(_Strict):
+    """Weights downloaded by the container from the Hugging Face Hub at start-up."""
+
+    source: Literal["hub"]
+    hub_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="Hub repository, org/name.")
+    revision: str | None = Field(None, description="Commit or tag to pin; recommended for prod.")
+    token_secret_name: str | None = Field(
+        None,
+        description=(
+            "Name of a Secrets Manager secret holding a Hugging Face token (gated models). "
+            "Only the name is configured; CloudFormation resolves the value at deploy time."
+        ),
+    )
+
+
+class S3Weights(_Strict):
+    """Uncompressed weights under a prefix of the artifact bucket."""
+
+    source: Literal["s3"]
+    prefix: str = Field(
+        pattern=r"^[A-Za-z0-9!_.*'()/-]+/$",
+        description="Key prefix in the artifact bucket, ending with '/'.",
+    )
+
+
+Weights = Annotated[HubWeights | S3Weights, Field(discriminator="source")]
+
+
+class _ContainerBase(_Strict):
+    image_version: str = Field(description="Version key into the pinned image catalog.")
+    tensor_parallel_degree: int = Field(1, ge=1, description="GPUs one model copy spans.")
+    max_model_len: int = Field(gt=0, description="Longest context (prompt + output) in tokens.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=0.98, description="Fraction of each GPU the engine may use."
+    )
+
+
+class VllmContainer(_ContainerBase):
+    """AWS vLLM container: OpenAI-compatible server; every SM_VLLM_<FLAG> becomes --<flag>."""
+
+    family: Literal["vllm"]
+    reasoning_parser: str | None = Field(
+        None, description="vLLM --reasoning-parser, e.g. deepseek_r1 for reasoning_content."
+    )
+    max_num_seqs: int | None = Field(None, gt=0, description="Concurrent sequences per replica.")
+    engine_args: dict[Annotated[str, Field(pattern=_ENGINE_ARG_PATTERN)], EngineArgValue] = Field(
+        default_factory=dict, description="Further vLLM flags (kebab-case name → value)."
+    )
+
+
+class LmiContainer(_ContainerBase):
+    """DJL Serving LMI container, configured by a rendered serving.properties."""
+
+    family: Literal["lmi"]
+    rolling_batch: Literal["vllm", "lmi-dist", "disable"] = "vllm"
+    max_rolling_batch_size: int = Field(32, gt=0)
+    model_loading_timeout_s: int = Field(900, ge=60, le=3600)
+    options: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.]+$")], EngineArgValue] = Field(
+        default_factory=dict, description="Further serving.properties entries: option.<key>=value."
+    )
+
+
+class TgiContainer(_ContainerBase):
+    """Hugging Face TGI container."""
+
+    family: Literal["tgi"]
+    max_input_length: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _input_shorter_than_total(self) -> TgiContainer:
+        if self.max_input_length >= self.max_model_len:
+            raise ValueError(
+                f"max_input_length ({self.max_input_length}) must be below max_model_len "
+                f"({self.max_model_len}); lower max_input_length or raise max_model_len"
+            )
+        return self
+
+
+Container = Annotated[
+    VllmContainer | LmiContainer | TgiContainer, Field(discriminator="family")
+]
+
+
+class Instance(_Strict):
+    """The production variant's hardware and start-up budget."""
+
+    type: str = Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$", description="e.g. ml.g5.2xlarge")
+    initial_count: int = Field(1, ge=1)
+    inference_ami_version: InferenceAmiVersion | None = Field(
+        None, description="Host AMI (GPU driver); the vLLM image needs a recent one."
+    )
+    volume_size_gb: int | None = Field(
+        None, ge=1, le=512, description="EBS volume; only for instance types without NVMe storage."
+    )
+    model_data_download_timeout_s: int = Field(1200, ge=60, le=3600)
+    container_startup_health_check_timeout_s: int = Field(1200, ge=60, le=3600)
+
+
+class Scaling(_Strict):
+    """Target tracking on SageMaker's high-resolution ConcurrentRequestsPerModel."""
+
+    min_instances: int = Field(1, ge=1)
+    max_instances: int = Field(1, ge=1)
+    target_concurrent_requests_per_model: float = Field(8, gt=0)
+    scale_in_cooldown_s: int = Field(900, ge=0)
+    scale_out_cooldown_s: int = Field(300, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        if self.max_instances < self.min_instances:
+            raise ValueError(
+                f"max_instances ({self.max_instances}) is below min_instances "
+                f"({self.min_instances}); raise max_instances"
+            )
+        return self
+
+
+class _DeploymentBase(_Strict):
+    rollback_5xx_rate: float = Field(
+        0.05, gt=0, le=1, description="Invocation5XXErrors average that triggers auto-rollback."
+    )
+    rollback_alarm_periods: int = Field(3, ge=1, description="Consecutive 1-minute periods.")
+    max_execution_timeout_s: int = Field(3600, ge=600, le=14400)
+
+
+class RollingDeployment(_DeploymentBase):
+    """Replace instances in batches; needs no second fleet."""
+
+    strategy: Literal["rolling"]
+    batch_instances: int = Field(1, ge=1)
+    wait_interval_s: int = Field(300, ge=0, le=3600)
+
+
+class BlueGreenDeployment(_DeploymentBase):
+    """Stand up a full green fleet, shift traffic, bake, then retire blue (2× GPU quota)."""
+
+    strategy: Literal["blue_green"]
+    traffic: Literal["all_at_once", "canary"] = "all_at_once"
+    canary_percent: int = Field(10, ge=1, le=50)
+    wait_interval_s: int = Field(600, ge=0, le=3600)
+    termination_wait_s: int = Field(600, ge=0, le=3600)
+
+
+Deployment = Annotated[RollingDeployment | BlueGreenDeployment, Field(discriminator="strategy")]
+
+
+class License(_Strict):
+    """A model licence that must be accepted explicitly (e.g. the Meta Llama 2 licence)."""
+
+    name: str
+    url: str = Field(pattern=r"^https://")
+    accept_eula: bool = Field(
+        description="Must be true to deploy; sent as CustomAttributes accept_eula=true."
+    )
+
+    @model_validator(mode="after")
+    def _accepted(self) -> License:
+        if not self.accept_eula:
+            raise ValueError(
+                f"the {self.name} licence is not accepted; read {self.url} and set "
+                "license.accept_eula: true, or remove the model"
+            )
+        return self
+
+
+def _default_deployment() -> RollingDeployment:
+    return RollingDeployment(strategy="rolling")
+
+
+class ModelConfig(_Strict):
+    """One model deployment: weights, container, instance, scaling, deployment policy."""
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Lower-case id, ≤ 40 chars.")
+    description: str = ""
+    architecture: Architecture
+    container: Container
+    weights: Weights
+    instance: Instance
+    scaling: Scaling = Field(default_factory=Scaling)
+    deployment: Deployment = Field(default_factory=_default_deployment)
+    license: License | None = None
+
+    @model_validator(mode="after")
+    def _scaling_starts_in_bounds(self) -> ModelConfig:
+        count = self.instance.initial_count
+        if not self.scaling.min_instances <= count <= self.scaling.max_instances:
+            raise ValueError(
+                f"instance.initial_count ({count}) is outside scaling bounds "
+                f"[{self.scaling.min_instances}, {self.scaling.max_instances}]; "
+                "make them agree"
+            )
+        return self
+
+    @property
+    def custom_attributes(self) -> str | None:
+        """The InvokeEndpoint CustomAttributes this model requires, if any."""
+        return "accept_eula=true" if self.license is not None else None

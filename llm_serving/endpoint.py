@@ -1,0 +1,391 @@
+"""LlmEndpoint: one SageMaker real-time GPU endpoint for one :class:`ModelConfig`."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Names, RemovalPolicy, SecretValue, Stack
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from llm_serving._nag import acknowledge
+from llm_serving.artifacts import ModelArtifacts
+from llm_serving.config.gpus import InstanceGpus, check_fit
+from llm_serving.config.images import image_spec
+from llm_serving.config.schema import (
+    BlueGreenDeployment,
+    HubWeights,
+    LmiContainer,
+    ModelConfig,
+    S3Weights,
+)
+from llm_serving.container_env import container_env
+from llm_serving.image_uri import image_uri, repository_arn
+from llm_serving.lmi_package import LmiModelPackage
+
+VARIANT_NAME = "AllTraffic"
+SAGEMAKER_NAMESPACE = "AWS/SageMaker"
+ENDPOINT_HOST_NAMESPACE = "/aws/sagemaker/Endpoints"
+
+
+class LlmEndpoint(Construct):
+    """A SageMaker model, endpoint config and endpoint serving one LLM on GPUs.
+
+    Builds a least-privilege execution role, the endpoint's log group, a 5xx-rate alarm that
+    rolls deployments back, and target-tracking autoscaling on concurrent requests per model.
+    ``KmsKeyId`` is set on the endpoint config unless the instance type has NVMe instance
+    storage, for which SageMaker rejects it (those disks are hardware-encrypted).
+
+    Exposes ``role``, ``model``, ``endpoint_config``, ``endpoint``, ``endpoint_name``,
+    ``endpoint_arn``, ``log_group``, ``rollback_alarm``, ``scalable_target`` and ``gpus``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: ModelConfig,
+        artifacts: ModelArtifacts,
+        log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS,
+        log_removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.config = config
+        self.fit = check_fit(config)
+        self.gpus: InstanceGpus = self.fit.gpus
+        if config.instance.volume_size_gb is not None and self.gpus.instance_storage:
+            raise ValueError(
+                f"{config.name}: instance.volume_size_gb is set but {config.instance.type} uses "
+                "NVMe instance storage (SageMaker rejects a volume size); remove it"
+            )
+        stack = Stack.of(self)
+        # Generated, not hard-coded: deterministic from the construct path, so the rollback
+        # alarm, the log group and autoscaling can name the endpoint without a dependency cycle.
+        self.endpoint_name = Names.unique_resource_name(self, max_length=63, separator="-")
+        self.endpoint_arn = stack.format_arn(
+            service="sagemaker", resource="endpoint", resource_name=self.endpoint_name.lower()
+        )
+
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"{ENDPOINT_HOST_NAMESPACE}/{self.endpoint_name}",
+            retention=log_retention,
+            removal_policy=log_removal_policy,
+        )
+        self.role = self._execution_role(artifacts)
+        self.model = self._model(artifacts)
+        self.endpoint_config = self._endpoint_config(artifacts)
+        self.rollback_alarm = self._rollback_alarm()
+        self.endpoint = self._endpoint()
+        self.scalable_target = self._autoscaling()
+
+    # --- IAM -------------------------------------------------------------------------------
+
+    def _execution_role(self, artifacts: ModelArtifacts) -> iam.Role:
+        config = self.config
+        spec = image_spec(config.container.family, config.container.image_version)
+        role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"Execution role of the {config.name} SageMaker model",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                resources=[repository_arn(self, spec)],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {
+                        "cloudwatch:namespace": [SAGEMAKER_NAMESPACE, ENDPOINT_HOST_NAMESPACE]
+                    }
+                },
+            )
+        )
+        if isinstance(config.weights, S3Weights):
+            artifacts.grant_read_prefix(role, config.weights.prefix)
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level "
+            "permissions; PutMetricData is limited by a cloudwatch:namespace condition to "
+            "SageMaker's two namespaces.",
+        )
+        return role
+
+    # --- Model -----------------------------------------------------------------------------
+
+    def _model(self, artifacts: ModelArtifacts) -> sagemaker.CfnModel:
+        config = self.config
+        spec = image_spec(config.container.family, config.container.image_version)
+        weights = config.weights
+        hf_token: str | None = None
+        if isinstance(weights, HubWeights) and weights.token_secret_name:
+            # The template holds only a {{resolve:secretsmanager:…}} dynamic reference;
+            # CloudFormation resolves it at deploy time. SageMaker then stores the resolved
+            # value in the model's environment, readable with sagemaker:DescribeModel — which
+            # is why the README recommends S3 weights for gated models in prod.
+            secret = SecretValue.secrets_manager(weights.token_secret_name)
+            hf_token = secret.unsafe_unwrap()
+        s3_uri = artifacts.s3_uri(weights.prefix) if isinstance(weights, S3Weights) else None
+        is_lmi = isinstance(config.container, LmiContainer)
+        container = sagemaker.CfnModel.ContainerDefinitionProperty(
+            image=image_uri(self, spec),
+            environment=container_env(config, s3_weights_uri=s3_uri, hf_token=hf_token),
+            model_data_url=self._lmi_package_url() if is_lmi else None,
+            model_data_source=(
+                sagemaker.CfnModel.ModelDataSourceProperty(
+                    s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
+                        s3_uri=s3_uri, s3_data_type="S3Prefix", compression_type="None"
+                    )
+                )
+                if s3_uri is not None and not is_lmi
+                else None
+            ),
+        )
+        # The container needs the network only when it downloads weights itself (from the Hub,
+        # or LMI fetching its S3 model_id with the role's credentials).
+        isolated = isinstance(weights, S3Weights) and not is_lmi
+        model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=self.role.role_arn,
+            primary_container=container,
+            enable_network_isolation=isolated,
+        )
+        model.node.add_dependency(self.role)
+        return model
+
+    def _lmi_package_url(self) -> str:
+        package = LmiModelPackage(self, "LmiPackage", config=self.config)
+        self.serving_properties = package.serving_properties
+        asset = package.asset
+        # Only this object; Asset.grant_read would add wildcard actions on the whole bucket.
+        iam.Grant.add_to_principal(
+            grantee=self.role,
+            actions=["s3:GetObject"],
+            resource_arns=[asset.bucket.arn_for_objects(asset.s3_object_key)],
+        )
+        return asset.s3_object_url
+
+    # --- Endpoint config and endpoint -----------------------------------------------------
+
+    def _endpoint_config(self, artifacts: ModelArtifacts) -> sagemaker.CfnEndpointConfig:
+        instance = self.config.instance
+        kms_key_id: str | None = None
+        # SageMaker rejects KmsKeyId for types with NVMe instance storage (g4dn, g5, g6, g6e,
+        # p4d, p5): CreateEndpointConfig fails. Their local disks are hardware-encrypted.
+        if not self.gpus.instance_storage:
+            kms_key_id = artifacts.key.key_arn
+            artifacts.key.grant(
+                self.role,
+                "kms:CreateGrant",
+                "kms:DescribeKey",
+                "kms:Decrypt",
+                "kms:GenerateDataKey",
+            )
+        variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+            variant_name=VARIANT_NAME,
+            model_name=self.model.attr_model_name,
+            instance_type=instance.type,
+            initial_instance_count=instance.initial_count,
+            initial_variant_weight=1.0,
+            inference_ami_version=instance.inference_ami_version,
+            volume_size_in_gb=instance.volume_size_gb,
+            model_data_download_timeout_in_seconds=instance.model_data_download_timeout_s,
+            container_startup_health_check_timeout_in_seconds=(
+                instance.container_startup_health_check_timeout_s
+            ),
+        )
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self, "EndpointConfig", production_variants=[variant], kms_key_id=kms_key_id
+        )
+        return endpoint_config
+
+    def _rollback_alarm(self) -> cloudwatch.Alarm:
+        deployment = self.config.deployment
+        return cloudwatch.Alarm(
+            self,
+            "RollbackAlarm",
+            alarm_description=(
+                f"{self.config.name}: 5xx error rate above {deployment.rollback_5xx_rate:.0%}; "
+                "rolls back an in-progress endpoint deployment"
+            ),
+            metric=self.metric_5xx_rate(period=Duration.minutes(1)),
+            threshold=deployment.rollback_5xx_rate,
+            evaluation_periods=deployment.rollback_alarm_periods,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _deployment_config(self) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
+        deployment = self.config.deployment
+        rollback = sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+            alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=self.rollback_alarm.alarm_name)]
+        )
+        if isinstance(deployment, BlueGreenDeployment):
+            canary = deployment.traffic == "canary"
+            routing = sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+                type="CANARY" if canary else "ALL_AT_ONCE",
+                wait_interval_in_seconds=deployment.wait_interval_s,
+                canary_size=(
+                    sagemaker.CfnEndpoint.CapacitySizeProperty(
+                        type="CAPACITY_PERCENT", value=deployment.canary_percent
+                    )
+                    if canary
+                    else None
+                ),
+            )
+            return sagemaker.CfnEndpoint.DeploymentConfigProperty(
+                auto_rollback_configuration=rollback,
+                blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+                    traffic_routing_configuration=routing,
+                    termination_wait_in_seconds=deployment.termination_wait_s,
+                    maximum_execution_timeout_in_seconds=deployment.max_execution_timeout_s,
+                ),
+            )
+        batch = sagemaker.CfnEndpoint.CapacitySizeProperty(
+            type="INSTANCE_COUNT", value=deployment.batch_instances
+        )
+        return sagemaker.CfnEndpoint.DeploymentConfigProperty(
+            auto_rollback_configuration=rollback,
+            rolling_update_policy=sagemaker.CfnEndpoint.RollingUpdatePolicyProperty(
+                maximum_batch_size=batch,
+                rollback_maximum_batch_size=batch,
+                wait_interval_in_seconds=deployment.wait_interval_s,
+                maximum_execution_timeout_in_seconds=deployment.max_execution_timeout_s,
+            ),
+        )
+
+    def _endpoint(self) -> sagemaker.CfnEndpoint:
+        endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=self.endpoint_name,
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            deployment_config=self._deployment_config(),
+            # Keep the instance count autoscaling chose when a deployment updates the endpoint.
+            retain_all_variant_properties=True,
+        )
+        endpoint.node.add_dependency(self.log_group)
+        return endpoint
+
+    def _autoscaling(self) -> appscaling.ScalableTarget:
+        scaling = self.config.scaling
+        target = appscaling.ScalableTarget(
+            self,
+            "ScalableTarget",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT_NAME}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=scaling.min_instances,
+            max_capacity=scaling.max_instances,
+        )
+        target.node.add_dependency(self.endpoint)
+        target.scale_to_track_metric(
+            "ConcurrentRequests",
+            target_value=scaling.target_concurrent_requests_per_model,
+            predefined_metric=(
+                appscaling.PredefinedMetric.SAGEMAKER_VARIANT_CONCURRENT_REQUESTS_PER_MODEL_HIGH_RESOLUTION
+            ),
+            scale_in_cooldown=Duration.seconds(scaling.scale_in_cooldown_s),
+            scale_out_cooldown=Duration.seconds(scaling.scale_out_cooldown_s),
+        )
+        return target
+
+    # --- Public API ------------------------------------------------------------------------
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``grantee`` to invoke this endpoint (buffered and streaming), and nothing else."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
+            resource_arns=[self.endpoint_arn],
+        )
+
+    def _metric(
+        self,
+        namespace: str,
+        name: str,
+        statistic: str,
+        period: Duration | None,
+        label: str | None = None,
+    ) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=namespace,
+            metric_name=name,
+            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME},
+            statistic=statistic,
+            period=period or Duration.minutes(1),
+            label=label,
+        )
+
+    def metric_invocations(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        return self._metric(SAGEMAKER_NAMESPACE, "Invocations", "Sum", period)
+
+    def metric_5xx_rate(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Fraction of invocations that failed with 5xx (each request reports 0 or 1)."""
+        return self._metric(SAGEMAKER_NAMESPACE, "Invocation5XXErrors", "Average", period)
+
+    def metric_4xx_rate(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        return self._metric(SAGEMAKER_NAMESPACE, "Invocation4XXErrors", "Average", period)
+
+    def metric_concurrent_requests(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        return self._metric(
+            SAGEMAKER_NAMESPACE, "ConcurrentRequestsPerModel", "Maximum", period
+        )
+
+    def metric_model_latency_ms(
+        self, *, statistic: str = "p90", period: Duration | None = None
+    ) -> cloudwatch.MathExpression:
+        """ModelLatency is published in microseconds; this charts milliseconds."""
+        raw = self._metric(SAGEMAKER_NAMESPACE, "ModelLatency", statistic, period)
+        return cloudwatch.MathExpression(
+            expression="latency / 1000",
+            using_metrics={"latency": raw},
+            label=f"Model latency {statistic} (ms)",
+            period=period or Duration.minutes(1),
+        )
+
+    def _per_gpu_percent(
+        self, name: str, label: str, period: Duration | None
+    ) -> cloudwatch.MathExpression:
+        raw = self._metric(ENDPOINT_HOST_NAMESPACE, name, "Average", period)
+        return cloudwatch.MathExpression(
+            expression=f"raw / {self.gpus.count}",
+            using_metrics={"raw": raw},
+            label=label,
+            period=period or Duration.minutes(1),
+        )
+
+    def metric_gpu_utilization(self, *, period: Duration | None = None) -> cloudwatch.MathExpression:
+        """GPUUtilization reads 0–100 × GPU count; divided here to 0–100 %."""
+        return self._per_gpu_percent("GPUUtilization", "GPU utilization (%)", period)
+
+    def metric_gpu_memory_utilization(
+        self, *, period: Duration | None = None
+    ) -> cloudwatch.MathExpression:
+        """GPUMemoryUtilization reads 0–100 × GPU count; divided here to 0–100 %."""
+        return self._per_gpu_percent("GPUMemoryUtilization", "GPU memory (%)", period)

@@ -1,0 +1,69 @@
+"""This app's deployable stacks and the one function that wires them from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aws_cdk import App, Environment, Tags, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from llm_serving.config.loader import load_model_configs
+from llm_serving.stage import Stage
+from stacks.artifacts_stack import ArtifactsStack
+from stacks.model_stack import ModelStack
+
+__all__ = ["AppSettings", "ArtifactsStack", "BuiltApp", "ModelStack", "add_compliance_checks", "build"]
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Everything the app needs from context: which stage, where, and which configs."""
+
+    stage: Stage
+    region: str
+    config_dir: Path
+    account: str | None = None
+    models: tuple[str, ...] | None = None
+
+
+@dataclass
+class BuiltApp:
+    artifacts: ArtifactsStack
+    models: dict[str, ModelStack] = field(default_factory=dict)
+
+
+def build(app: App, settings: AppSettings) -> BuiltApp:
+    """Add the artifacts stack and one model stack per config to ``app``."""
+    configs = load_model_configs(settings.config_dir, only=settings.models)
+    env = Environment(account=settings.account, region=settings.region)
+    prefix = f"LlmServing-{settings.stage.value}"
+    protect = settings.stage is Stage.PROD
+    artifacts = ArtifactsStack(
+        app,
+        f"{prefix}-Artifacts",
+        stage=settings.stage,
+        env=env,
+        termination_protection=protect,
+        description="LLM serving: model artifact bucket, access logs and KMS key",
+    )
+    built = BuiltApp(artifacts=artifacts)
+    for config in configs:
+        built.models[config.name] = ModelStack(
+            app,
+            f"{prefix}-Model-{config.name}",
+            config=config,
+            artifacts=artifacts.artifacts,
+            stage=settings.stage,
+            env=env,
+            termination_protection=protect,
+            description=f"LLM serving: SageMaker endpoint for {config.name}",
+        )
+    Tags.of(app).add("project", "llm-serving")
+    Tags.of(app).add("stage", settings.stage.value)
+    return built
+
+
+def add_compliance_checks(app: App) -> None:
+    """cdk-nag AwsSolutions rules as a synth-time validation: any unacknowledged finding fails."""
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
