@@ -28,7 +28,9 @@ def _flag_env(prefix: str, name: str, value: EngineArgValue) -> dict[str, str]:
     return {key: str(value)}
 
 
-def vllm_env(config: ModelConfig, container: VllmContainer, s3_weights_uri: str | None) -> dict[str, str]:
+def vllm_env(
+    config: ModelConfig, container: VllmContainer, s3_weights_uri: str | None
+) -> dict[str, str]:
     weights = config.weights
     args: dict[str, EngineArgValue] = {
         "model": weights.hub_id if isinstance(weights, HubWeights) else MODEL_DIR,
@@ -52,12 +54,16 @@ def vllm_env(config: ModelConfig, container: VllmContainer, s3_weights_uri: str 
     return env
 
 
-def lmi_env(config: ModelConfig, container: LmiContainer, s3_weights_uri: str | None) -> dict[str, str]:
+def lmi_env(
+    config: ModelConfig, container: LmiContainer, s3_weights_uri: str | None
+) -> dict[str, str]:
     # Everything static lives in serving.properties; only deploy-time values go here.
     return {"OPTION_MODEL_ID": s3_weights_uri} if s3_weights_uri else {}
 
 
-def tgi_env(config: ModelConfig, container: TgiContainer, s3_weights_uri: str | None) -> dict[str, str]:
+def tgi_env(
+    config: ModelConfig, container: TgiContainer, s3_weights_uri: str | None
+) -> dict[str, str]:
     weights = config.weights
     env = {
         "HF_MODEL_ID": weights.hub_id if isinstance(weights, HubWeights) else MODEL_DIR,

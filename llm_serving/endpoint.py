@@ -353,9 +353,7 @@ class LlmEndpoint(Construct):
         return self._metric(SAGEMAKER_NAMESPACE, "Invocation4XXErrors", "Average", period)
 
     def metric_concurrent_requests(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        return self._metric(
-            SAGEMAKER_NAMESPACE, "ConcurrentRequestsPerModel", "Maximum", period
-        )
+        return self._metric(SAGEMAKER_NAMESPACE, "ConcurrentRequestsPerModel", "Maximum", period)
 
     def metric_model_latency_ms(
         self, *, statistic: str = "p90", period: Duration | None = None
@@ -380,7 +378,9 @@ class LlmEndpoint(Construct):
             period=period or Duration.minutes(1),
         )
 
-    def metric_gpu_utilization(self, *, period: Duration | None = None) -> cloudwatch.MathExpression:
+    def metric_gpu_utilization(
+        self, *, period: Duration | None = None
+    ) -> cloudwatch.MathExpression:
         """GPUUtilization reads 0–100 × GPU count; divided here to 0–100 %."""
         return self._per_gpu_percent("GPUUtilization", "GPU utilization (%)", period)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_logs as logs
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """``dev`` tears down cleanly; ``prod`` retains data and protects it from deletion."""
 
     DEV = "dev"
@@ -21,7 +21,9 @@ class Stage(str, Enum):
             return cls(value)
         except ValueError:
             allowed = ", ".join(s.value for s in cls)
-            raise ValueError(f"stage {value!r} is not one of: {allowed} (pass -c stage=<name>)") from None
+            raise ValueError(
+                f"stage {value!r} is not one of: {allowed} (pass -c stage=<name>)"
+            ) from None
 
 
 @dataclass(frozen=True)

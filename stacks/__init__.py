@@ -13,7 +13,14 @@ from llm_serving.stage import Stage
 from stacks.artifacts_stack import ArtifactsStack
 from stacks.model_stack import ModelStack
 
-__all__ = ["AppSettings", "ArtifactsStack", "BuiltApp", "ModelStack", "add_compliance_checks", "build"]
+__all__ = [
+    "AppSettings",
+    "ArtifactsStack",
+    "BuiltApp",
+    "ModelStack",
+    "add_compliance_checks",
+    "build",
+]
 
 
 @dataclass(frozen=True)

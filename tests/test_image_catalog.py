@@ -11,6 +11,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -35,7 +36,8 @@ WELL_KNOWN_ACCOUNTS = {
 def _load_script() -> ModuleType:
     """Import scripts/update_image_catalog.py (scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location("update_image_catalog", SCRIPT_PATH)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
@@ -49,6 +51,13 @@ FAMILY_VERSIONS = [
     for family, entry in sorted(CATALOG["families"].items())
     for version in sorted(entry["versions"])
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reuse_endpoint_resolver() -> Iterator[None]:
+    """Same speed-up as the script: botocore's static endpoint data is parsed once, not per call."""
+    with script.reuse_endpoint_resolver():
+        yield
 
 
 def _entry(family: str, version: str) -> dict[str, Any]:

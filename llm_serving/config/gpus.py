@@ -38,14 +38,13 @@ def _family(
     return {f"{prefix}.{size}": InstanceGpus(gpu, n, gib, storage) for size, n in sizes.items()}
 
 
-_G5_PATTERN = {
-    "xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
-    "12xlarge": 4, "24xlarge": 4, "48xlarge": 8,
-}  # fmt: skip
+_G5_PATTERN = {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1}
+_G5_PATTERN |= {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}
+_G4DN_PATTERN = {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1}
+_G4DN_PATTERN |= {"12xlarge": 4}
 
 INSTANCE_GPUS: dict[str, InstanceGpus] = {
-    **_family("T4", 16, True, {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1,
-                               "16xlarge": 1, "12xlarge": 4}, "ml.g4dn"),  # fmt: skip
+    **_family("T4", 16, True, _G4DN_PATTERN, "ml.g4dn"),
     **_family("A10G", 24, True, _G5_PATTERN, "ml.g5"),
     **_family("L4", 24, True, _G5_PATTERN, "ml.g6"),
     **_family("L40S", 48, True, _G5_PATTERN, "ml.g6e"),

@@ -44,7 +44,9 @@ class ImageSpec:
             ) from None
 
     def uri(self, region: str, url_suffix: str = "amazonaws.com") -> str:
-        return f"{self.account_for(region)}.dkr.ecr.{region}.{url_suffix}/{self.repository}:{self.tag}"
+        return (
+            f"{self.account_for(region)}.dkr.ecr.{region}.{url_suffix}/{self.repository}:{self.tag}"
+        )
 
 
 @cache

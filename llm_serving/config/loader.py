@@ -42,16 +42,17 @@ def _fix(error: ErrorDetails) -> str:
         return f"add the discriminator field {ctx.get('discriminator')}"
     if kind == "string_pattern_mismatch":
         return f"match the pattern {ctx.get('pattern')}"
-    if kind == "value_error":
-        return "see above"
     return "correct the value"
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid model config ({exc.error_count()} error(s))"]
     for error in exc.errors(include_url=False):
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  {_field(error['loc'])}: {message} — fix: {_fix(error)}")
+        field = _field(error["loc"])
+        if error["type"] == "value_error":  # our validators already say how to fix it
+            lines.append(f"  {field}: {error['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"  {field}: {error['msg']} — fix: {_fix(error)}")
     return "\n".join(lines)
 
 

@@ -47,7 +47,9 @@ class Architecture(_Strict):
     dtype: Dtype = Field("bf16", description="Weight precision as served.")
     num_layers: int = Field(gt=0, description="Transformer layers (config.json num_hidden_layers).")
     num_kv_heads: int = Field(gt=0, description="Key/value heads (num_key_value_heads).")
-    head_dim: int = Field(gt=0, description="Per-head dimension (hidden_size / num_attention_heads).")
+    head_dim: int = Field(
+        gt=0, description="Per-head dimension (hidden_size / num_attention_heads)."
+    )
     kv_cache_dtype: Dtype | None = Field(None, description="KV cache precision; defaults to dtype.")
 
 
@@ -129,9 +131,7 @@ class TgiContainer(_ContainerBase):
         return self
 
 
-Container = Annotated[
-    VllmContainer | LmiContainer | TgiContainer, Field(discriminator="family")
-]
+Container = Annotated[VllmContainer | LmiContainer | TgiContainer, Field(discriminator="family")]
 
 
 class Instance(_Strict):

@@ -1,0 +1,44 @@
+# Every README command goes through here. `make synth` and `make test` set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+# jsii prints a large banner on Node 20 (end of life); the toolchain still works on it.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: setup synth test lint catalog clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## Synthesize the app (default config from cdk.json) into cdk.out/, with cdk-nag and
+## CloudFormation validation on. Override with e.g. `make synth CDK_ARGS="-c stage=prod"`.
+synth: setup
+	cdk synth --quiet $(CDK_ARGS)
+
+## The whole test suite (lint and type checks included).
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	ruff check .
+	ruff format --check .
+	mypy
+
+## Maintainers: regenerate the pinned image catalog from the SageMaker SDK.
+catalog: setup
+	$(PY) scripts/update_image_catalog.py
+
+clean:
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

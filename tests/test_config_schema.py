@@ -1,0 +1,126 @@
+"""Model configs: the shipped ones load, and every kind of mistake fails with file, field, fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_serving.config import (
+    ConfigError,
+    HubWeights,
+    LmiContainer,
+    VllmContainer,
+    load_model_config,
+    load_model_configs,
+)
+from tests.conftest import CONFIG_DIR, DELETE, variant
+
+DEEPSEEK = "deepseek-r1-distill-qwen-7b"
+LLAMA = "llama-2-13b-chat"
+
+
+def test_shipped_configs_load() -> None:
+    configs = {c.name: c for c in load_model_configs(CONFIG_DIR)}
+    assert set(configs) == {DEEPSEEK, LLAMA}
+
+    deepseek = configs[DEEPSEEK]
+    assert isinstance(deepseek.container, VllmContainer)
+    assert deepseek.container.reasoning_parser == "deepseek_r1"
+    assert deepseek.container.max_model_len == 16384
+    assert deepseek.instance.type == "ml.g5.2xlarge"
+    assert deepseek.instance.inference_ami_version == "al2-ami-sagemaker-inference-gpu-3-1"
+    assert deepseek.custom_attributes is None
+
+    llama = configs[LLAMA]
+    assert isinstance(llama.container, LmiContainer)
+    assert llama.instance.type == "ml.g5.12xlarge"
+    assert llama.container.tensor_parallel_degree == 4
+    assert llama.container.max_rolling_batch_size == 64
+    assert llama.container.model_loading_timeout_s == 900
+    assert llama.instance.model_data_download_timeout_s == 3600
+    assert llama.instance.container_startup_health_check_timeout_s == 3600
+    assert llama.custom_attributes == "accept_eula=true"
+    assert isinstance(llama.weights, HubWeights)
+    assert llama.weights.token_secret_name == "llm-serving/hugging-face-token"
+
+
+# (changes, field named in the message, words the fix must contain)
+BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
+    ("missing field", {"instance__type": DELETE}, "instance.type", "add this field"),
+    ("misspelt key", {"instance__instance_count": 2}, "instance.instance_count", "spelling"),
+    ("unknown family", {"container__family": "triton"}, "container", "vllm"),
+    ("bad weights source", {"weights__source": "ftp"}, "weights", "'hub'"),
+    ("bad instance type", {"instance__type": "g5.2xlarge"}, "instance.type", "pattern"),
+    ("non-GPU instance", {"instance__type": "ml.m5.xlarge"}, "instance.type", "ml.g5.2xlarge"),
+    ("timeout too long", {"instance__model_data_download_timeout_s": 7200}, "instance.model_data_download_timeout_s", "correct"),
+    ("scaling inverted", {"scaling__min_instances": 3, "scaling__max_instances": 2}, "scaling", "raise max_instances"),
+    ("unknown image", {"container__image_version": "9.9.9"}, "container.image_version", "0.30.0"),
+    ("bad AMI", {"instance__inference_ami_version": "ubuntu"}, "instance.inference_ami_version", "al2-ami-sagemaker-inference-gpu-3-1"),
+    ("bad engine arg", {"container__engine_args": {"Max Model": 1}}, "container.vllm.engine_args", "pattern"),
+    ("tp beyond GPUs", {"container__tensor_parallel_degree": 2}, "instance.type", "≥ 2 GPUs"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fix"),
+    [pytest.param(c, f, x, id=i) for i, c, f, x in BAD_CONFIGS],
+)
+def test_invalid_config_names_file_field_and_fix(
+    write_configs: Callable[..., Path], changes: dict[str, Any], field: str, fix: str
+) -> None:
+    directory = write_configs(variant(DEEPSEEK, **changes))
+    with pytest.raises(ConfigError) as raised:
+        load_model_configs(directory)
+    message = str(raised.value)
+    assert f"{DEEPSEEK}.yaml" in message
+    assert field in message
+    assert fix in message
+
+
+def test_unaccepted_licence_fails(write_configs: Callable[..., Path]) -> None:
+    directory = write_configs(variant(LLAMA, license__accept_eula=False))
+    with pytest.raises(ConfigError, match=r"(?s)llama-2-13b-chat\.yaml.*license.*accept_eula: true"):
+        load_model_configs(directory)
+
+
+def test_all_errors_in_one_message(write_configs: Callable[..., Path]) -> None:
+    directory = write_configs(variant(DEEPSEEK, instance__type=DELETE, scaling__max_instances=0))
+    with pytest.raises(ConfigError) as raised:
+        load_model_configs(directory)
+    assert "2 error(s)" in str(raised.value)
+    assert "instance.type" in str(raised.value)
+    assert "scaling.max_instances" in str(raised.value)
+
+
+def test_name_must_match_file(tmp_path: Path) -> None:
+    path = tmp_path / "other-name.yaml"
+    path.write_text((CONFIG_DIR / f"{DEEPSEEK}.yaml").read_text())
+    with pytest.raises(ConfigError, match="rename the file"):
+        load_model_config(path)
+
+
+def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_model_config(path)
+
+
+def test_empty_directory_and_unknown_selection(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no model configs"):
+        load_model_configs(tmp_path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_model_configs(CONFIG_DIR, only=["gpt-5"])
+
+
+def test_tgi_input_must_be_shorter_than_context(write_configs: Callable[..., Path]) -> None:
+    tgi = variant(
+        DEEPSEEK,
+        container={"family": "tgi", "image_version": "3.3.6", "max_model_len": 4096,
+                   "max_input_length": 4096},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="max_input_length"):
+        load_model_configs(write_configs(tgi))
