@@ -175,9 +175,8 @@ def _scope_config(config: Mapping[str, Any], framework: str) -> Mapping[str, Any
 
 def sdk_regions(sdk: ImageUrisModule, framework: str, version: str) -> list[str]:
     """Every region the SDK lists a registry for, for this framework and (exact) version."""
-    versions: Mapping[str, Any] = _scope_config(
-        sdk.config_for_framework(framework), framework
-    )["versions"]
+    scoped = _scope_config(sdk.config_for_framework(framework), framework)
+    versions: Mapping[str, Any] = scoped["versions"]
     if version not in versions:
         raise CatalogError(
             f"SDK framework {framework!r} has no version {version!r} "

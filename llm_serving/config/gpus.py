@@ -2,7 +2,9 @@
 
 Counts and memory agree with the SageMaker SDK's ``instance_gpu_info.json`` wherever the SDK
 lists the type (tests/test_gpu_fit.py checks that); g6/g6e and g5.xlarge come from the EC2
-instance-type documentation because the SDK does not list them.
+instance-type documentation because the SDK does not list them. Memory is the nominal size;
+CUDA sees a little less (22,888 MiB of an A10G's 24 GiB, per the SDK's g5.48xlarge entry),
+which the ``gpu_memory_utilization`` factor and the runtime overhead leave room for.
 
 ``instance_storage`` records NVMe instance-store volumes: SageMaker rejects an endpoint
 config ``KmsKeyId`` for such types (their local disks are encrypted by the instance hardware),

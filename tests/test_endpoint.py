@@ -1,0 +1,348 @@
+"""LlmEndpoint: model, endpoint config, endpoint, role, autoscaling, rollback, grants, metrics."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from typing import Any
+
+import pytest
+from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk.assertions import Capture, Match, Template
+
+from llm_serving import LlmEndpoint, ModelArtifacts, Stage
+from llm_serving.config.schema import ModelConfig
+from llm_serving.lmi_package import build_model_tarball, render_serving_properties
+from tests.conftest import iam_statements, make_app, variant
+
+DEEPSEEK_STACK = "LlmServing-dev-Model-deepseek-r1-distill-qwen-7b"
+LLAMA_STACK = "LlmServing-dev-Model-llama-2-13b-chat"
+
+
+def _endpoint(config: dict[str, Any], *, region: str | None = "us-east-1") -> tuple[Template, LlmEndpoint]:
+    app = make_app()
+    env = {"region": region} if region else None
+    stack = Stack(app, "Test", env=env)
+    artifacts = ModelArtifacts(stack, "Artifacts", stage=Stage.DEV)
+    endpoint = LlmEndpoint(
+        stack, "Llm", config=ModelConfig.model_validate(config), artifacts=artifacts
+    )
+    return Template.from_stack(stack), endpoint
+
+
+def test_each_model_gets_its_instance_type(templates: dict[str, Template]) -> None:
+    for stack, instance_type, ami in [
+        (DEEPSEEK_STACK, "ml.g5.2xlarge", "al2-ami-sagemaker-inference-gpu-3-1"),
+        (LLAMA_STACK, "ml.g5.12xlarge", "al2-ami-sagemaker-inference-gpu-3-1"),
+    ]:
+        templates[stack].has_resource_properties(
+            "AWS::SageMaker::EndpointConfig",
+            {
+                "ProductionVariants": [
+                    Match.object_like(
+                        {"InstanceType": instance_type, "InferenceAmiVersion": ami,
+                         "VariantName": "AllTraffic", "InitialInstanceCount": 1}
+                    )
+                ]
+            },
+        )  # fmt: skip
+        templates[stack].resource_count_is("AWS::SageMaker::Endpoint", 1)
+
+
+def test_vllm_environment_carries_reasoning_parser(templates: dict[str, Template]) -> None:
+    templates[DEEPSEEK_STACK].has_resource_properties(
+        "AWS::SageMaker::Model",
+        {
+            "PrimaryContainer": {
+                "Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:"
+                "0.30.0-gpu-py312-cu130-ubuntu24.04-sagemaker",
+                "Environment": Match.object_like(
+                    {
+                        "SM_VLLM_MODEL": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+                        "SM_VLLM_REASONING_PARSER": "deepseek_r1",
+                        "SM_VLLM_MAX_MODEL_LEN": "16384",
+                        "SM_VLLM_ENABLE_PREFIX_CACHING": "true",
+                        "SM_VLLM_SERVED_MODEL_NAME": "deepseek-r1-distill-qwen-7b",
+                    }
+                ),
+            }
+        },
+    )
+
+
+def test_lmi_model_points_at_the_serving_properties_package(
+    templates: dict[str, Template],
+) -> None:
+    url = Capture()
+    templates[LLAMA_STACK].has_resource_properties(
+        "AWS::SageMaker::Model",
+        {
+            "PrimaryContainer": {
+                "Image": Match.string_like_regexp(r"/djl-inference:0\.33\.0-lmi15\.0\.0-cu128$"),
+                "ModelDataUrl": {"Fn::Sub": url},
+                # The Hub token is a dynamic reference, never a value.
+                "Environment": {
+                    "HF_TOKEN": "{{resolve:secretsmanager:llm-serving/hugging-face-token"
+                    ":SecretString:::}}"
+                },
+            }
+        },
+    )
+    assert url.as_string().startswith("s3://cdk-hnb659fds-assets-${AWS::AccountId}-us-east-1/")
+
+
+def test_serving_properties_render_the_llama_config() -> None:
+    config = ModelConfig.model_validate(variant("llama-2-13b-chat"))
+    lines = render_serving_properties(config).splitlines()
+    assert lines[0] == "engine=Python"
+    for expected in [
+        "option.model_id=meta-llama/Llama-2-13b-chat-hf",
+        "option.tensor_parallel_degree=4",
+        "option.rolling_batch=vllm",
+        "option.max_rolling_batch_size=64",
+        "option.model_loading_timeout=900",
+        "option.max_model_len=4096",
+        "option.dtype=fp16",
+    ]:
+        assert expected in lines
+
+
+def test_model_tarball_is_reproducible_and_holds_serving_properties() -> None:
+    first = build_model_tarball("engine=Python\n")
+    assert first == build_model_tarball("engine=Python\n")
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(first))) as tar:
+        assert tar.getnames() == ["serving.properties"]
+        member = tar.extractfile("serving.properties")
+        assert member is not None
+        assert member.read() == b"engine=Python\n"
+
+
+def test_no_kms_key_on_instance_storage_types(templates: dict[str, Template]) -> None:
+    """g5 has NVMe instance storage: SageMaker rejects KmsKeyId there (hardware-encrypted)."""
+    for stack in (DEEPSEEK_STACK, LLAMA_STACK):
+        config = templates[stack].find_resources("AWS::SageMaker::EndpointConfig")
+        (resource,) = config.values()
+        assert "KmsKeyId" not in resource["Properties"]
+
+
+def test_kms_key_on_ebs_backed_instance_types() -> None:
+    template, _ = _endpoint(
+        variant("deepseek-r1-distill-qwen-7b", instance__type="ml.p3.8xlarge",
+                container__tensor_parallel_degree=4,
+                container__max_model_len=2048, instance__volume_size_gb=100,
+                instance__inference_ami_version=None)
+    )  # fmt: skip
+    template.has_resource_properties(
+        "AWS::SageMaker::EndpointConfig",
+        {
+            "KmsKeyId": {"Fn::GetAtt": [Match.string_like_regexp("ArtifactsKey"), "Arn"]},
+            "ProductionVariants": [Match.object_like({"VolumeSizeInGB": 100})],
+        },
+    )
+
+
+def test_volume_size_on_instance_storage_type_is_rejected() -> None:
+    with pytest.raises(ValueError, match="volume_size_gb"):
+        _endpoint(variant("deepseek-r1-distill-qwen-7b", instance__volume_size_gb=100))
+
+
+def test_no_iam_statement_has_a_wildcard_action(templates: dict[str, Template]) -> None:
+    for name, template in templates.items():
+        for statement in iam_statements(template):
+            actions = statement["Action"]
+            for action in [actions] if isinstance(actions, str) else actions:
+                assert "*" not in action, f"{name}: {action}"
+
+
+def test_execution_role_is_least_privilege(templates: dict[str, Template]) -> None:
+    statements = list(iam_statements(templates[LLAMA_STACK]))
+    star = [s for s in statements if s["Resource"] == "*"]
+    assert sorted(s["Action"] for s in star) == [
+        "cloudwatch:PutMetricData",
+        "ecr:GetAuthorizationToken",
+    ]
+    (metrics,) = [s for s in star if s["Action"] == "cloudwatch:PutMetricData"]
+    assert metrics["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": ["AWS/SageMaker", "/aws/sagemaker/Endpoints"]}
+    }
+    (pull,) = [s for s in statements if "ecr:BatchGetImage" in s["Action"]]
+    assert pull["Resource"] == "arn:aws:ecr:us-east-1:763104351884:repository/djl-inference"
+    (logs,) = [s for s in statements if "logs:PutLogEvents" in s["Action"]]
+    assert logs["Resource"] == {"Fn::GetAtt": [Match.any_value(), "Arn"]} or "Fn::GetAtt" in logs[
+        "Resource"
+    ]
+    templates[LLAMA_STACK].has_resource_properties(
+        "AWS::Logs::LogGroup",
+        {"LogGroupName": Match.string_like_regexp(r"^/aws/sagemaker/Endpoints/LlmServing")},
+    )
+    for resource in templates[LLAMA_STACK].find_resources("AWS::IAM::Role").values():
+        assert "ManagedPolicyArns" not in resource["Properties"]
+
+
+def test_s3_weights_are_mounted_isolated_and_read_only_from_their_prefix() -> None:
+    template, _ = _endpoint(
+        variant("deepseek-r1-distill-qwen-7b", weights={"source": "s3", "prefix": "models/ds7b/"})
+    )
+    template.has_resource_properties(
+        "AWS::SageMaker::Model",
+        {
+            "EnableNetworkIsolation": True,
+            "PrimaryContainer": Match.object_like(
+                {
+                    "Environment": Match.object_like({"SM_VLLM_MODEL": "/opt/ml/model"}),
+                    "ModelDataSource": {
+                        "S3DataSource": {
+                            "CompressionType": "None",
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": Match.any_value(),
+                        }
+                    },
+                }
+            ),
+        },
+    )
+    reads = [s for s in iam_statements(template) if s["Action"] == "s3:GetObject"]
+    assert len(reads) == 1
+    assert reads[0]["Resource"]["Fn::Join"][1][-1] == "/models/ds7b/*"
+
+
+def test_lmi_s3_weights_go_through_option_model_id() -> None:
+    template, endpoint = _endpoint(
+        variant("llama-2-13b-chat", weights={"source": "s3", "prefix": "models/llama/"})
+    )
+    assert "option.model_id" not in endpoint.serving_properties
+    model = template.find_resources("AWS::SageMaker::Model")
+    (resource,) = model.values()
+    env = resource["Properties"]["PrimaryContainer"]["Environment"]
+    assert env["OPTION_MODEL_ID"]["Fn::Join"][1][-1] == "/models/llama/"
+    assert resource["Properties"]["EnableNetworkIsolation"] is False
+
+
+def test_autoscaling_tracks_concurrent_requests(templates: dict[str, Template]) -> None:
+    template = templates[DEEPSEEK_STACK]
+    template.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        {
+            "MinCapacity": 1,
+            "MaxCapacity": 2,
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+            "ResourceId": Match.string_like_regexp(r"^endpoint/LlmServing.*/variant/AllTraffic$"),
+        },
+    )
+    template.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {
+            "TargetTrackingScalingPolicyConfiguration": {
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantConcurrentRequestsPerModelHighResolution"
+                },
+                "TargetValue": 16,
+                "ScaleInCooldown": 900,
+                "ScaleOutCooldown": 300,
+            }
+        },
+    )
+
+
+def test_rolling_deployment_rolls_back_on_the_5xx_alarm(templates: dict[str, Template]) -> None:
+    template = templates[DEEPSEEK_STACK]
+    alarm = Capture()
+    template.has_resource_properties(
+        "AWS::SageMaker::Endpoint",
+        {
+            "RetainAllVariantProperties": True,
+            "DeploymentConfig": {
+                "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": {"Ref": alarm}}]},
+                "RollingUpdatePolicy": Match.object_like(
+                    {"MaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1}}
+                ),
+            },
+        },
+    )
+    alarm_resource = template.find_resources("AWS::CloudWatch::Alarm")[alarm.as_string()]
+    props = alarm_resource["Properties"]
+    assert props["MetricName"] == "Invocation5XXErrors"
+    assert props["Statistic"] == "Average"
+    assert props["Threshold"] == 0.05
+
+
+def test_blue_green_canary() -> None:
+    template, _ = _endpoint(
+        variant("deepseek-r1-distill-qwen-7b",
+                deployment={"strategy": "blue_green", "traffic": "canary", "canary_percent": 10})
+    )  # fmt: skip
+    template.has_resource_properties(
+        "AWS::SageMaker::Endpoint",
+        {
+            "DeploymentConfig": Match.object_like(
+                {
+                    "BlueGreenUpdatePolicy": Match.object_like(
+                        {
+                            "TrafficRoutingConfiguration": Match.object_like(
+                                {"Type": "CANARY",
+                                 "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}}
+                            )
+                        }
+                    )
+                }
+            )
+        },
+    )  # fmt: skip
+
+
+def test_grant_invoke_is_scoped_to_this_endpoint() -> None:
+    app = make_app()
+    stack = Stack(app, "Test", env={"region": "us-east-1"})
+    artifacts = ModelArtifacts(stack, "Artifacts", stage=Stage.DEV)
+    endpoint = LlmEndpoint(
+        stack, "Llm",
+        config=ModelConfig.model_validate(variant("deepseek-r1-distill-qwen-7b")),
+        artifacts=artifacts,
+    )  # fmt: skip
+    caller = iam.Role(stack, "Caller", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    endpoint.grant_invoke(caller)
+    policies = Template.from_stack(stack).find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": Match.string_like_regexp("Caller")}]}}
+    )
+    (policy,) = policies.values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == [
+        "sagemaker:InvokeEndpoint",
+        "sagemaker:InvokeEndpointWithResponseStream",
+    ]
+    resource = "".join(
+        p if isinstance(p, str) else "<ref>" for p in statement["Resource"]["Fn::Join"][1]
+    )
+    assert resource.endswith(f":endpoint/{endpoint.endpoint_name.lower()}")
+
+
+@pytest.mark.parametrize(
+    ("config_name", "instance_type", "gpus"),
+    [("deepseek-r1-distill-qwen-7b", "ml.g5.2xlarge", 1), ("llama-2-13b-chat", "ml.g5.12xlarge", 4)],
+)
+def test_gpu_metrics_are_normalized_by_gpu_count(
+    config_name: str, instance_type: str, gpus: int
+) -> None:
+    _, endpoint = _endpoint(variant(config_name))
+    for metric, name in [
+        (endpoint.metric_gpu_utilization(), "GPUUtilization"),
+        (endpoint.metric_gpu_memory_utilization(), "GPUMemoryUtilization"),
+    ]:
+        assert metric.expression == f"raw / {gpus}"
+        raw = metric.using_metrics["raw"]
+        assert isinstance(raw, type(endpoint.metric_invocations()))
+        assert raw.metric_name == name
+        assert raw.namespace == "/aws/sagemaker/Endpoints"
+        assert raw.dimensions == {"EndpointName": endpoint.endpoint_name, "VariantName": "AllTraffic"}
+    latency = endpoint.metric_model_latency_ms()
+    assert latency.expression == "latency / 1000"
+
+
+def test_region_agnostic_stack_maps_registry_account_at_deploy_time() -> None:
+    template, _ = _endpoint(variant("deepseek-r1-distill-qwen-7b"), region=None)
+    mappings = template.to_json()["Mappings"]
+    (mapping,) = mappings.values()
+    assert mapping["af-south-1"] == {"Account": "626614931356"}
+    assert mapping["us-east-1"] == {"Account": "763104351884"}
