@@ -8,4 +8,5 @@ from constructs import IConstruct
 
 def acknowledge(scope: IConstruct, rule_id: str, reason: str) -> None:
     """Acknowledge ``rule_id`` (e.g. ``AwsSolutions-S1``) on ``scope`` and its children."""
-    Validations.of(scope).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+    pack = rule_id.split("-", 1)[0]
+    Validations.of(scope).acknowledge(Acknowledgment(id=f"{pack}::{rule_id}", reason=reason))

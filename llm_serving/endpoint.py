@@ -175,7 +175,10 @@ class LlmEndpoint(Construct):
             primary_container=container,
             enable_network_isolation=isolated,
         )
-        model.node.add_dependency(self.role)
+        # SageMaker checks the role's permissions on CreateModel: wait for its policy too.
+        policy = self.role.node.try_find_child("DefaultPolicy")
+        if policy is not None:
+            model.node.add_dependency(policy)
         return model
 
     def _lmi_package_url(self) -> str:

@@ -1,0 +1,79 @@
+"""Synthesize the app as `cdk synth` does — cdk-nag AwsSolutions and CloudFormation's built-in
+validation on — and lint every template with cfn-lint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aws_cdk import App, Stack
+from aws_cdk import aws_s3 as s3
+
+from llm_serving.stage import Stage
+from stacks import add_compliance_checks
+from tests.conftest import build_default, make_app
+
+
+def _synth(outdir: Path, stage: Stage) -> Path:
+    app = make_app(validation=True, outdir=outdir)
+    build_default(app=app, stage=stage)
+    add_compliance_checks(app)
+    app.synth()
+    return outdir
+
+
+@pytest.fixture(scope="module", params=[Stage.DEV, Stage.PROD], ids=["dev", "prod"])
+def assembly(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    stage: Stage = request.param
+    return _synth(tmp_path_factory.mktemp(f"cdk.out.{stage.value}"), stage)
+
+
+def test_synth_passes_nag_and_validation(assembly: Path) -> None:
+    """Any unacknowledged AwsSolutions finding would have raised during synth."""
+    report = json.loads((assembly / "validation-report.json").read_text())
+    (nag,) = report["pluginReports"]
+    assert nag["pluginName"] == "AwsSolutions"
+    assert nag["conclusion"] == "success"
+    assert nag["violations"] == []
+    templates = sorted(assembly.glob("*.template.json"))
+    assert len(templates) == 3
+
+
+def test_every_acknowledgement_has_a_reason(assembly: Path) -> None:
+    acknowledged: dict[str, str] = {}
+    for metadata in assembly.glob("*.metadata.json"):
+        for path, entries in json.loads(metadata.read_text()).items():
+            for entry in entries:
+                if entry["type"] == "aws:cdk:acknowledged-rules":
+                    for rule, reason in entry["data"].items():
+                        acknowledged[f"{path} {rule}"] = reason
+    assert acknowledged, "expected the known, justified acknowledgements"
+    for where, reason in acknowledged.items():
+        assert where.split(" ")[1].startswith("AwsSolutions::"), where
+        assert len(reason) > 40, f"{where}: reason too thin: {reason!r}"
+
+
+def test_cfn_lint_reports_no_errors(assembly: Path) -> None:
+    templates = [str(p) for p in sorted(assembly.glob("*.template.json"))]
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), "--format", "parseable", *templates],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Exit status is a bit mask: 2 = error, 4 = warning, 8 = informational.
+    assert result.returncode & 2 == 0, result.stdout + result.stderr
+    assert result.returncode == 0, f"cfn-lint warnings:\n{result.stdout}"
+
+
+def test_nag_is_live_and_fails_an_unacknowledged_finding(tmp_path: Path) -> None:
+    """Proves the check above can fail: a bare bucket breaks synth with S1/S10."""
+    app = App(outdir=str(tmp_path), builtin_cloud_formation_validation=False)
+    stack = Stack(app, "Bare")
+    s3.Bucket(stack, "Unlogged")
+    add_compliance_checks(app)
+    with pytest.raises(RuntimeError, match="AwsSolutions-S1"):
+        app.synth()
