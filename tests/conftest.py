@@ -7,7 +7,7 @@ import os
 # Before jsii starts: it prints a large banner on Node 20 (end of life) otherwise.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-import json  # noqa: E402
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any

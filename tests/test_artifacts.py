@@ -103,8 +103,6 @@ def test_grant_read_prefix_is_scoped_to_the_prefix() -> None:
     (policy,) = statements.values()
     by_action = {s["Action"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
     assert set(by_action) == {"s3:ListBucket", "kms:Decrypt", "s3:GetObject"}
-    assert by_action["s3:ListBucket"]["Condition"] == {
-        "StringLike": {"s3:prefix": ["models/x/*"]}
-    }
+    assert by_action["s3:ListBucket"]["Condition"] == {"StringLike": {"s3:prefix": ["models/x/*"]}}
     get_resource = by_action["s3:GetObject"]["Resource"]["Fn::Join"][1]
     assert get_resource[-1] == "/models/x/*"

@@ -48,6 +48,8 @@ def test_shipped_configs_load() -> None:
 
 
 # (changes, field named in the message, words the fix must contain)
+TIMEOUT = "instance.model_data_download_timeout_s"
+AMI = "al2-ami-sagemaker-inference-gpu-3-1"
 BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("missing field", {"instance__type": DELETE}, "instance.type", "add this field"),
     ("misspelt key", {"instance__instance_count": 2}, "instance.instance_count", "spelling"),
@@ -55,11 +57,14 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad weights source", {"weights__source": "ftp"}, "weights", "'hub'"),
     ("bad instance type", {"instance__type": "g5.2xlarge"}, "instance.type", "pattern"),
     ("non-GPU instance", {"instance__type": "ml.m5.xlarge"}, "instance.type", "ml.g5.2xlarge"),
-    ("timeout too long", {"instance__model_data_download_timeout_s": 7200}, "instance.model_data_download_timeout_s", "correct"),
-    ("scaling inverted", {"scaling__min_instances": 3, "scaling__max_instances": 2}, "scaling", "raise max_instances"),
+    ("timeout too long", {TIMEOUT.replace(".", "__"): 7200}, TIMEOUT, "correct"),
+    ("scaling inverted", {"scaling__min_instances": 3, "scaling__max_instances": 2}, "scaling",
+     "raise max_instances"),
     ("unknown image", {"container__image_version": "9.9.9"}, "container.image_version", "0.30.0"),
-    ("bad AMI", {"instance__inference_ami_version": "ubuntu"}, "instance.inference_ami_version", "al2-ami-sagemaker-inference-gpu-3-1"),
-    ("bad engine arg", {"container__engine_args": {"Max Model": 1}}, "container.vllm.engine_args", "pattern"),
+    ("bad AMI", {"instance__inference_ami_version": "ubuntu"}, "instance.inference_ami_version",
+     AMI),
+    ("bad engine arg", {"container__engine_args": {"Max Model": 1}}, "container.vllm.engine_args",
+     "pattern"),
     ("tp beyond GPUs", {"container__tensor_parallel_degree": 2}, "instance.type", "≥ 2 GPUs"),
 ]  # fmt: skip
 
@@ -82,7 +87,9 @@ def test_invalid_config_names_file_field_and_fix(
 
 def test_unaccepted_licence_fails(write_configs: Callable[..., Path]) -> None:
     directory = write_configs(variant(LLAMA, license__accept_eula=False))
-    with pytest.raises(ConfigError, match=r"(?s)llama-2-13b-chat\.yaml.*license.*accept_eula: true"):
+    with pytest.raises(
+        ConfigError, match=r"(?s)llama-2-13b-chat\.yaml.*license.*accept_eula: true"
+    ):
         load_model_configs(directory)
 
 

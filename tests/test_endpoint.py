@@ -21,7 +21,9 @@ DEEPSEEK_STACK = "LlmServing-dev-Model-deepseek-r1-distill-qwen-7b"
 LLAMA_STACK = "LlmServing-dev-Model-llama-2-13b-chat"
 
 
-def _endpoint(config: dict[str, Any], *, region: str | None = "us-east-1") -> tuple[Template, LlmEndpoint]:
+def _endpoint(
+    config: dict[str, Any], *, region: str | None = "us-east-1"
+) -> tuple[Template, LlmEndpoint]:
     app = make_app()
     env = {"region": region} if region else None
     stack = Stack(app, "Test", env=env)
@@ -234,7 +236,9 @@ def test_autoscaling_tracks_concurrent_requests(templates: dict[str, Template]) 
         {
             "TargetTrackingScalingPolicyConfiguration": {
                 "PredefinedMetricSpecification": {
-                    "PredefinedMetricType": "SageMakerVariantConcurrentRequestsPerModelHighResolution"
+                    "PredefinedMetricType": (
+                        "SageMakerVariantConcurrentRequestsPerModelHighResolution"
+                    )
                 },
                 "TargetValue": 16,
                 "ScaleInCooldown": 900,
@@ -318,7 +322,10 @@ def test_grant_invoke_is_scoped_to_this_endpoint() -> None:
 
 @pytest.mark.parametrize(
     ("config_name", "instance_type", "gpus"),
-    [("deepseek-r1-distill-qwen-7b", "ml.g5.2xlarge", 1), ("llama-2-13b-chat", "ml.g5.12xlarge", 4)],
+    [
+        ("deepseek-r1-distill-qwen-7b", "ml.g5.2xlarge", 1),
+        ("llama-2-13b-chat", "ml.g5.12xlarge", 4),
+    ],
 )
 def test_gpu_metrics_are_normalized_by_gpu_count(
     config_name: str, instance_type: str, gpus: int
@@ -333,7 +340,10 @@ def test_gpu_metrics_are_normalized_by_gpu_count(
         assert isinstance(raw, type(endpoint.metric_invocations()))
         assert raw.metric_name == name
         assert raw.namespace == "/aws/sagemaker/Endpoints"
-        assert raw.dimensions == {"EndpointName": endpoint.endpoint_name, "VariantName": "AllTraffic"}
+        assert raw.dimensions == {
+            "EndpointName": endpoint.endpoint_name,
+            "VariantName": "AllTraffic",
+        }
     latency = endpoint.metric_model_latency_ms()
     assert latency.expression == "latency / 1000"
 

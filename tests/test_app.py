@@ -1,0 +1,57 @@
+"""app.py end to end, as the CDK CLI runs it: context in, clear errors out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import CONFIG_DIR, ROOT
+
+
+def _run_app(tmp_path: Path, **context: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["CDK_OUTDIR"] = str(tmp_path / "out")
+    env["CDK_CONTEXT_JSON"] = json.dumps(
+        {**json.loads((ROOT / "cdk.json").read_text())["context"], **context}
+    )
+    env["CDK_VALIDATION"] = "false"  # the compliance test runs it; keep this one quick
+    return subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_invalid_config_fails_synth_with_one_clear_message(tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    data = yaml.safe_load((CONFIG_DIR / "deepseek-r1-distill-qwen-7b.yaml").read_text())
+    data["instance"]["type"] = "ml.g5.2xlarg"
+    (configs / "deepseek-r1-distill-qwen-7b.yaml").write_text(yaml.safe_dump(data))
+    result = _run_app(tmp_path, config_dir=str(configs))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "deepseek-r1-distill-qwen-7b.yaml: instance.type" in result.stderr
+    assert "'ml.g5.2xlarg' is not a GPU instance type" in result.stderr
+
+
+def test_unknown_stage_is_rejected(tmp_path: Path) -> None:
+    result = _run_app(tmp_path, stage="staging")
+    assert result.returncode != 0
+    assert "stage 'staging' is not one of: dev, prod" in result.stderr
+
+
+def test_prod_stage_and_model_selection_from_context(tmp_path: Path) -> None:
+    result = _run_app(tmp_path, stage="prod", region="eu-west-1", models="llama-2-13b-chat")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    stacks = {
+        k: v for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack"
+    }
+    assert set(stacks) == {"LlmServing-prod-Artifacts", "LlmServing-prod-Model-llama-2-13b-chat"}
+    for stack in stacks.values():
+        assert stack["environment"].endswith("/eu-west-1")
+        assert stack["properties"]["terminationProtection"] is True
