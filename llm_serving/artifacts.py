@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import CfnResource, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -35,20 +37,23 @@ class ModelArtifacts(Construct):
             removal_policy=policy.removal_policy,
         )
 
+        # Shared by both buckets: private, TLS 1.2+ only, ACLs off, lifetime by stage.
+        private: dict[str, Any] = {
+            "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+            "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            "enforce_ssl": True,
+            "minimum_tls_version": 1.2,
+            "removal_policy": policy.removal_policy,
+            "auto_delete_objects": policy.auto_delete_objects,
+        }
         self.access_log_bucket = s3.Bucket(
             self,
             "AccessLogs",
             # S3 server access logging cannot deliver to an SSE-KMS bucket.
             encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
             lifecycle_rules=[s3.LifecycleRule(expiration=policy.access_log_expiry)],
-            removal_policy=policy.removal_policy,
-            auto_delete_objects=policy.auto_delete_objects,
+            **private,
         )
-
         self.bucket = s3.Bucket(
             self,
             "Bucket",
@@ -56,10 +61,6 @@ class ModelArtifacts(Construct):
             encryption_key=self.key,
             bucket_key_enabled=True,
             versioned=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
             server_access_logs_bucket=self.access_log_bucket,
             server_access_logs_prefix="artifacts/",
             lifecycle_rules=[
@@ -68,8 +69,7 @@ class ModelArtifacts(Construct):
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                 )
             ],
-            removal_policy=policy.removal_policy,
-            auto_delete_objects=policy.auto_delete_objects,
+            **private,
         )
         if policy.auto_delete_objects:
             _quiet_auto_delete_provider_lint(Stack.of(self))
