@@ -39,7 +39,8 @@ class LlmEndpoint(Construct):
     storage, for which SageMaker rejects it (those disks are hardware-encrypted).
 
     Exposes ``role``, ``model``, ``endpoint_config``, ``endpoint``, ``endpoint_name``,
-    ``endpoint_arn``, ``log_group``, ``rollback_alarm``, ``scalable_target`` and ``gpus``.
+    ``endpoint_arn``, ``log_group``, ``rollback_alarm``, ``scalable_target``, ``gpus``, ``fit``,
+    ``image`` (the pinned :class:`ImageSpec`) and ``serving_properties`` (LMI only, else None).
     """
 
     def __init__(
@@ -56,6 +57,9 @@ class LlmEndpoint(Construct):
         self.config = config
         self.fit = check_fit(config)
         self.gpus: InstanceGpus = self.fit.gpus
+        self.image = image_spec(config.container.family, config.container.image_version)
+        self.serving_properties: str | None = None
+        """The rendered serving.properties (LMI models only)."""
         if config.instance.volume_size_gb is not None and self.gpus.instance_storage:
             raise ValueError(
                 f"{config.name}: instance.volume_size_gb is set but {config.instance.type} uses "
@@ -87,7 +91,6 @@ class LlmEndpoint(Construct):
 
     def _execution_role(self, artifacts: ModelArtifacts) -> iam.Role:
         config = self.config
-        spec = image_spec(config.container.family, config.container.image_version)
         role = iam.Role(
             self,
             "ExecutionRole",
@@ -101,7 +104,7 @@ class LlmEndpoint(Construct):
                     "ecr:BatchGetImage",
                     "ecr:GetDownloadUrlForLayer",
                 ],
-                resources=[repository_arn(self, spec)],
+                resources=[repository_arn(self, self.image)],
             )
         )
         role.add_to_policy(
@@ -139,7 +142,6 @@ class LlmEndpoint(Construct):
 
     def _model(self, artifacts: ModelArtifacts) -> sagemaker.CfnModel:
         config = self.config
-        spec = image_spec(config.container.family, config.container.image_version)
         weights = config.weights
         hf_token: str | None = None
         if isinstance(weights, HubWeights) and weights.token_secret_name:
@@ -152,7 +154,7 @@ class LlmEndpoint(Construct):
         s3_uri = artifacts.s3_uri(weights.prefix) if isinstance(weights, S3Weights) else None
         is_lmi = isinstance(config.container, LmiContainer)
         container = sagemaker.CfnModel.ContainerDefinitionProperty(
-            image=image_uri(self, spec),
+            image=image_uri(self, self.image),
             environment=container_env(config, s3_weights_uri=s3_uri, hf_token=hf_token),
             model_data_url=self._lmi_package_url() if is_lmi else None,
             model_data_source=(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aws_cdk.assertions import Template
 
-from tests.conftest import build_default
+from tests.conftest import build_default, iam_statements
 
 EXPECTED_ACCOUNT = {
     "us-east-1": "763104351884",
@@ -26,12 +26,7 @@ def test_images_come_from_the_regions_registry(region: str) -> None:
         (model,) = template.find_resources("AWS::SageMaker::Model").values()
         image = model["Properties"]["PrimaryContainer"]["Image"]
         assert image.startswith(f"{account}.dkr.ecr.{region}.amazonaws.com/"), (name, image)
-        pulls = [
-            s
-            for p in template.find_resources("AWS::IAM::Policy").values()
-            for s in p["Properties"]["PolicyDocument"]["Statement"]
-            if "ecr:BatchGetImage" in s["Action"]
-        ]
+        pulls = [s for s in iam_statements(template) if "ecr:BatchGetImage" in s["Action"]]
         assert [s["Resource"] for s in pulls] == [
             f"arn:aws:ecr:{region}:{account}:repository/{image.split('/')[1].split(':')[0]}"
         ]

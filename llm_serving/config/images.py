@@ -43,11 +43,6 @@ class ImageSpec:
                 f"deploy to one of: {', '.join(sorted(self.registries))}"
             ) from None
 
-    def uri(self, region: str, url_suffix: str = "amazonaws.com") -> str:
-        return (
-            f"{self.account_for(region)}.dkr.ecr.{region}.{url_suffix}/{self.repository}:{self.tag}"
-        )
-
 
 @cache
 def _catalog() -> dict[str, Any]:
