@@ -133,7 +133,8 @@ def test_kms_key_on_ebs_backed_instance_types() -> None:
     template, _ = _endpoint(
         variant("deepseek-r1-distill-qwen-7b", instance__type="ml.p3.8xlarge",
                 container__tensor_parallel_degree=4,
-                container__max_model_len=2048, instance__volume_size_gb=100,
+                container__max_model_len=2048, gateway__max_tokens_default=1024,
+                instance__volume_size_gb=100,
                 instance__inference_ami_version=None)
     )  # fmt: skip
     template.has_resource_properties(

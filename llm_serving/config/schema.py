@@ -216,6 +216,35 @@ class License(_Strict):
         return self
 
 
+StreamFormat = Literal["openai", "lmi", "tgi"]
+
+# Which stream formats each container family can produce through /invocations.
+FORMATS_BY_FAMILY: dict[str, tuple[str, ...]] = {
+    "vllm": ("openai",),
+    "lmi": ("openai", "lmi"),
+    "tgi": ("tgi", "openai"),
+}
+
+
+class GatewayOptions(_Strict):
+    """How the streaming gateway talks to this model's endpoint."""
+
+    stream_format: StreamFormat | None = Field(
+        None,
+        description=(
+            "openai: send `messages`, receive chat.completion.chunk (vLLM, LMI chat); "
+            "lmi: send a prompt, receive LMI JSON lines; tgi: send a prompt, receive TGI SSE. "
+            "Defaults to the container family's first format (vllm/lmi: openai, tgi: tgi)."
+        ),
+    )
+    prompt_template: Literal["llama2"] | None = Field(
+        None, description="Chat template the gateway applies for the lmi and tgi formats."
+    )
+    max_tokens_default: int = Field(
+        1024, gt=0, description="Output token limit when a request sets none."
+    )
+
+
 def _default_deployment() -> RollingDeployment:
     return RollingDeployment(strategy="rolling")
 
@@ -232,6 +261,41 @@ class ModelConfig(_Strict):
     scaling: Scaling = Field(default_factory=Scaling)
     deployment: Deployment = Field(default_factory=_default_deployment)
     license: License | None = None
+    gateway: GatewayOptions = Field(default_factory=GatewayOptions)
+
+    @model_validator(mode="after")
+    def _gateway_matches_container(self) -> ModelConfig:
+        family = self.container.family
+        fmt = self.gateway.stream_format
+        allowed = FORMATS_BY_FAMILY[family]
+        if fmt is not None and fmt not in allowed:
+            raise ValueError(
+                f"gateway.stream_format {fmt!r} is not produced by the {family} container; "
+                f"use one of {list(allowed)}"
+            )
+        native = self.stream_format != "openai"
+        if native and self.gateway.prompt_template is None:
+            raise ValueError(
+                f"gateway.stream_format {self.stream_format!r} sends a raw prompt; "
+                "set gateway.prompt_template (e.g. llama2)"
+            )
+        if not native and self.gateway.prompt_template is not None:
+            raise ValueError(
+                "gateway.prompt_template applies only to the lmi and tgi formats; the openai "
+                "format uses the model's own chat template: remove it"
+            )
+        if self.gateway.max_tokens_default >= self.container.max_model_len:
+            raise ValueError(
+                f"gateway.max_tokens_default ({self.gateway.max_tokens_default}) leaves no room "
+                f"for a prompt within max_model_len ({self.container.max_model_len}); lower it"
+            )
+        return self
+
+    @property
+    def stream_format(self) -> StreamFormat:
+        """The format the gateway uses with this endpoint (configured or the family default)."""
+        fmt = self.gateway.stream_format or FORMATS_BY_FAMILY[self.container.family][0]
+        return fmt  # type: ignore[return-value]
 
     @model_validator(mode="after")
     def _scaling_starts_in_bounds(self) -> ModelConfig:

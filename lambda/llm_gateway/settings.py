@@ -1,0 +1,48 @@
+"""Typed settings, parsed once from the function's environment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llm_gateway.routes import ROUTES_ENV, RouteTable
+
+MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
+CONNECT_TIMEOUT_ENV = "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S"
+READ_TIMEOUT_ENV = "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a runnable gateway (a deployment bug, not a client's)."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    routes: RouteTable
+    max_request_bytes: int = Field(1_048_576, gt=0, le=6_291_456)  # Lambda's 6 MB request cap
+    upstream_connect_timeout_s: float = Field(5.0, gt=0)
+    upstream_read_timeout_s: float = Field(
+        120.0, gt=0, description="Longest silence between two upstream bytes."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        raw_routes = environ.get(ROUTES_ENV)
+        if not raw_routes:
+            raise SettingsError(f"{ROUTES_ENV} is not set: the gateway has no routes")
+        values: dict[str, object] = {}
+        for key, env in (
+            ("max_request_bytes", MAX_REQUEST_BYTES_ENV),
+            ("upstream_connect_timeout_s", CONNECT_TIMEOUT_ENV),
+            ("upstream_read_timeout_s", READ_TIMEOUT_ENV),
+        ):
+            if env in environ:
+                values[key] = environ[env]
+        try:
+            values["routes"] = json.loads(raw_routes)
+            return cls.model_validate(values)
+        except (ValueError, ValidationError) as exc:
+            raise SettingsError(f"invalid gateway environment: {exc}") from exc
