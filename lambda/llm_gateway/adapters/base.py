@@ -1,0 +1,62 @@
+"""What every backend format is turned into, and the adapter interface."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from llm_gateway.request import ChatRequest
+    from llm_gateway.routes import Backend
+
+FinishReason = str  # "stop" | "length" (OpenAI's values; "error" never reaches a client)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One step of a generation, independent of the backend's wire format."""
+
+    content: str = ""
+    reasoning: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+class InBandError(Exception):
+    """The backend reported a failure inside an HTTP-200 stream (error line, finish "error")."""
+
+
+class StreamAdapter(Protocol):
+    """Per-request translator between the OpenAI API and one backend format."""
+
+    def request_body(self, request: ChatRequest, backend: Backend) -> bytes:
+        """The body to send to the endpoint (always a streaming request)."""
+        ...
+
+    def parse(self, payload: str) -> Iterable[Delta]:
+        """Deltas carried by one event payload; raises :class:`InBandError`."""
+        ...
+
+
+def load_event(payload: str) -> dict[str, Any]:
+    """Parse one event payload as a JSON object, or fail as an in-band error."""
+    try:
+        value = json.loads(payload)
+    except ValueError as exc:
+        raise InBandError("the model sent a malformed stream event") from exc
+    if not isinstance(value, dict):
+        raise InBandError("the model sent a malformed stream event")
+    return value

@@ -1,0 +1,591 @@
+"""Parse and validate OpenAI chat-completion requests (``POST /v1/chat/completions``).
+
+``parse_chat_request`` turns a raw body into a frozen, fully validated ``ChatRequest`` or raises
+a ``GatewayError`` (status 400, type ``invalid_request_error``) whose message, ``param`` and
+``code`` follow the OpenAI API's own conventions, so OpenAI SDKs surface it like any other 400:
+
+* ``param`` is the offending field's path in OpenAI's notation: ``messages[1].content[0].type``.
+* Messages mirror OpenAI's wording, e.g. ``Missing required parameter: 'messages'.``,
+  ``Invalid type for 'max_tokens': expected an integer, but got a string instead.``,
+  ``Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3
+  instead.``, ``Invalid 'stop': array too long. ...``, ``Unrecognized request argument supplied:
+  foo``, ``Unsupported parameter: 'tools' is not supported by this gateway.``.
+* Codes are OpenAI's: ``missing_required_parameter``, ``invalid_type``, ``invalid_value``,
+  ``empty_array``, ``empty_string``, ``array_above_max_length``, ``integer_below_min_value``,
+  ``decimal_above_max_value``, ``unsupported_parameter``, ``unsupported_value``, ... and null
+  for an unparseable body (as OpenAI).
+
+Only the first problem is reported. Client input is never echoed at length and no validator's
+internals (pydantic messages or URLs, tracebacks) ever reach the client.
+
+Rules beyond plain typing (where the gateway had to choose, the choice is stated here):
+
+* Known OpenAI features this gateway cannot honour (``tools``, ``response_format``,
+  ``logprobs``, ``n`` > 1, image/audio parts, ``tool`` messages, ...) are rejected rather than
+  ignored, so nothing is silently dropped. An explicit ``null`` for any of them (and ``false``
+  for ``logprobs``/``store``, their defaults) means "not used" and is accepted.
+* ``stream_options`` only with ``"stream": true`` (as OpenAI).
+* ``max_tokens`` and ``max_completion_tokens`` are each 1 … 2³¹−1; if both are sent they must be
+  equal (a client sending both for compatibility is fine; two different limits are ambiguous).
+* ``messages``: 1 … 2048 messages; content is a string (may be empty, as OpenAI allows) or a
+  non-empty array of at most 1024 ``text`` parts; at least one ``user`` message is required; the
+  last message may have any role (an ``assistant`` prefill is allowed).
+* ``stop``: a non-empty string or an array of 1 … 4 non-empty strings.
+* ``model``: 1 … 256 characters (the route lookup is the caller's job).
+* Strings must be valid Unicode (no unpaired surrogates from ``\\ud800``-style escapes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from llm_gateway.errors import GatewayError, invalid_request
+
+__all__ = [
+    "MAX_CONTENT_PARTS",
+    "MAX_MESSAGES",
+    "MAX_OUTPUT_TOKENS",
+    "MAX_STOP_SEQUENCES",
+    "UNSUPPORTED_PARAMETERS",
+    "ChatMessage",
+    "ChatRequest",
+    "StreamOptions",
+    "TextPart",
+    "parse_chat_request",
+]
+
+MAX_MESSAGES: Final = 2048
+"""Most messages one request may carry (a cheap guard against absurd bodies)."""
+MAX_CONTENT_PARTS: Final = 1024
+"""Most content parts one message may carry."""
+MAX_STOP_SEQUENCES: Final = 4
+"""OpenAI's limit on ``stop`` sequences."""
+MAX_OUTPUT_TOKENS: Final = 2**31 - 1
+"""Upper bound for ``max_tokens``/``max_completion_tokens``: what a backend's int32 can hold."""
+MAX_MODEL_LENGTH: Final = 256
+"""Longest ``model`` accepted; matches the route table's alias limit."""
+
+_SEED_MIN: Final = -(2**63)
+_SEED_MAX: Final = 2**63 - 1
+
+UNSUPPORTED_PARAMETERS: Final = frozenset(
+    {
+        "audio",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "metadata",
+        "modalities",
+        "parallel_tool_calls",
+        "prediction",
+        "reasoning_effort",
+        "response_format",
+        "service_tier",
+        "store",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "web_search_options",
+    }
+)
+"""Top-level OpenAI parameters the gateway knows but cannot honour: rejected, never ignored."""
+
+_FALSE_IS_DEFAULT: Final = frozenset({"logprobs", "store"})
+"""Unsupported parameters whose ``false`` is their default, so harmless to accept."""
+
+_UNSUPPORTED_MESSAGE_FIELDS: Final = frozenset(
+    {"audio", "function_call", "refusal", "tool_call_id", "tool_calls"}
+)
+_UNSUPPORTED_ROLES: Final = frozenset({"tool", "function"})
+_UNSUPPORTED_PART_TYPES: Final = frozenset({"image_url", "input_audio", "file", "refusal"})
+
+Role = Literal["system", "developer", "user", "assistant"]
+"""Message roles the gateway accepts (``tool``/``function`` are rejected as unsupported)."""
+_ROLES: Final[tuple[str, ...]] = ("system", "developer", "user", "assistant")
+
+_TAG_TEXT: Final = "$text"
+_TAG_LIST: Final = "$list"
+_UNION_TAGS: Final = frozenset({_TAG_TEXT, _TAG_LIST})
+
+_GATEWAY_ERROR: Final = "gateway"
+"""pydantic error type of our own rules; ctx carries the finished message and code."""
+
+
+def _rule(message: str, *, code: str | None, field: str | None = None) -> PydanticCustomError:
+    """A rule violation; ``{param}`` in ``message`` becomes the field's path."""
+    ctx: dict[str, Any] = {"message": message, "code": code}
+    if field is not None:
+        ctx["field"] = field
+    return PydanticCustomError(_GATEWAY_ERROR, "{message}", ctx)
+
+
+def _valid_unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _rule(
+            "Invalid '{param}': the string contains an unpaired surrogate (invalid Unicode).",
+            code="invalid_value",
+        ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+"""A string that is valid Unicode (encodable as UTF-8)."""
+NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_valid_unicode)]
+"""A non-empty ``Text``."""
+
+
+def _str_or_list(value: Any) -> str | None:
+    if isinstance(value, str):
+        return _TAG_TEXT
+    if isinstance(value, list):
+        return _TAG_LIST
+    return None
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class TextPart(_Frozen):
+    """A ``{"type": "text", "text": ...}`` content part, the only kind this gateway accepts."""
+
+    type: Literal["text"]
+    text: Text
+
+
+_TextContent = Annotated[Text, Tag(_TAG_TEXT)]
+_PartsContent = Annotated[
+    list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS), Tag(_TAG_LIST)
+]
+Content = Annotated[
+    _TextContent | _PartsContent,
+    Discriminator(
+        _str_or_list,
+        custom_error_type="invalid_type",
+        custom_error_message="one of a string or array of objects",  # "expected ..."
+    ),
+]
+"""Message content: a string, or a non-empty array of text parts."""
+
+_OneStop = Annotated[NonEmptyText, Tag(_TAG_TEXT)]
+_StopList = Annotated[
+    list[NonEmptyText], Field(min_length=1, max_length=MAX_STOP_SEQUENCES), Tag(_TAG_LIST)
+]
+Stop = Annotated[
+    _OneStop | _StopList,
+    Discriminator(
+        _str_or_list,
+        custom_error_type="invalid_type",
+        custom_error_message="one of a string or array of strings",  # "expected ..."
+    ),
+]
+"""``stop``: a non-empty string, or an array of 1 … 4 non-empty strings."""
+
+
+class ChatMessage(_Frozen):
+    """One chat message: a role and text content (a string or text parts)."""
+
+    role: Role
+    content: Content
+    name: Text | None = None
+
+    @property
+    def text(self) -> str:
+        """The content as one string: the string itself, or the text parts joined with ``""``."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(_Frozen):
+    """``stream_options``: only ``include_usage`` (a final usage chunk) is supported."""
+
+    include_usage: bool = False
+
+
+class ChatRequest(_Frozen):
+    """A validated chat-completion request; see the module docstring for the rules."""
+
+    model: Annotated[
+        str, Field(min_length=1, max_length=MAX_MODEL_LENGTH), AfterValidator(_valid_unicode)
+    ]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    stop: Stop | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    seed: Annotated[int, Field(ge=_SEED_MIN, le=_SEED_MAX)] | None = None
+    user: Text | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _only_one_choice(cls, n: int | None) -> int | None:
+        if n is not None and n != 1:
+            raise _rule(
+                f"Unsupported value: 'n' does not support {n} with this gateway. "
+                "Only the default (1) value is supported.",
+                code="unsupported_value",
+            )
+        return n
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatRequest:
+        if self.stream_options is not None and not self.stream:
+            raise _rule(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                code=None,
+                field="stream_options",
+            )
+        if (
+            self.max_tokens is not None
+            and self.max_completion_tokens is not None
+            and self.max_tokens != self.max_completion_tokens
+        ):
+            raise _rule(
+                f"Invalid 'max_tokens': {self.max_tokens} conflicts with 'max_completion_tokens'"
+                f" {self.max_completion_tokens}. Set only 'max_completion_tokens' (or both to"
+                " the same value).",
+                code="invalid_value",
+                field="max_tokens",
+            )
+        if not any(message.role == "user" for message in self.messages):
+            raise _rule(
+                "Invalid 'messages': at least one message with role 'user' is required.",
+                code="invalid_value",
+                field="messages",
+            )
+        return self
+
+    @property
+    def output_limit(self) -> int | None:
+        """The requested output-token limit: ``max_completion_tokens``, else ``max_tokens``."""
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        return self.max_tokens
+
+    @property
+    def stop_sequences(self) -> tuple[str, ...]:
+        """``stop`` as a tuple (empty when unset)."""
+        if self.stop is None:
+            return ()
+        if isinstance(self.stop, str):
+            return (self.stop,)
+        return tuple(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streamed response should end with a usage chunk."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+_REQUEST_FIELDS: Final = frozenset(ChatRequest.model_fields)
+_MESSAGE_FIELDS: Final = frozenset(ChatMessage.model_fields)
+_DECIMAL_FIELDS: Final = frozenset(
+    {"temperature", "top_p", "presence_penalty", "frequency_penalty"}
+)
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse a chat-completion request body; raise ``GatewayError`` (400) on any problem.
+
+    The body must be a UTF-8 JSON object. Nothing but ``GatewayError`` escapes.
+    """
+    data = _load_json_object(raw)
+    cleaned = _precheck(data)
+    try:
+        return ChatRequest.model_validate(cleaned)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise _translate(errors[0]) from None
+
+
+def _load_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise invalid_request(
+            "We could not parse the JSON body of your request. The body must be a single JSON"
+            " object encoded as UTF-8."
+        ) from None
+    if not isinstance(data, dict):
+        raise invalid_request(
+            f"Invalid request body: expected a JSON object, but got {_json_type(data)} instead.",
+            code="invalid_type",
+        )
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _precheck(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Reject unknown and unsupported arguments first, drop explicit "not used" values."""
+    cleaned: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _REQUEST_FIELDS:
+            if key == "stream" and value is None:
+                continue  # null means the default, as in OpenAI
+            cleaned[key] = value
+        elif key in UNSUPPORTED_PARAMETERS:
+            if value is None or (value is False and key in _FALSE_IS_DEFAULT):
+                continue
+            raise _unsupported_parameter(key)
+        else:
+            raise _unrecognized(_clip(key))
+    messages = cleaned.get("messages")
+    if isinstance(messages, list) and len(messages) <= MAX_MESSAGES:
+        cleaned["messages"] = [
+            _precheck_message(index, message) for index, message in enumerate(messages)
+        ]
+    return cleaned
+
+
+def _precheck_message(index: int, message: Any) -> Any:
+    if not isinstance(message, dict):
+        return message  # the model reports the type
+    role = message.get("role")
+    if isinstance(role, str) and role in _UNSUPPORTED_ROLES:
+        raise _unsupported_value(f"messages[{index}].role", role)
+    cleaned: dict[str, Any] = {}
+    for key, value in message.items():
+        if key in _MESSAGE_FIELDS:
+            cleaned[key] = value
+        elif key in _UNSUPPORTED_MESSAGE_FIELDS:
+            if value is not None:
+                raise _unsupported_parameter(f"messages[{index}].{key}")
+        else:
+            raise _unrecognized(f"messages[{index}].{_clip(key)}")
+    return cleaned
+
+
+# --- error translation -------------------------------------------------------------------------
+
+_EXPECTED: Final[Mapping[str, str]] = {
+    "bool_type": "a boolean",
+    "dict_type": "an object",
+    "float_type": "a decimal",
+    "int_type": "an integer",
+    "list_type": "an array",
+    "model_attributes_type": "an object",
+    "model_type": "an object",
+    "string_type": "a string",
+}
+
+
+def _translate(error: ErrorDetails) -> GatewayError:
+    """The OpenAI-style ``GatewayError`` for one pydantic error."""
+    loc = _strip_tags(error["loc"])
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    kind = error["type"]
+    value = error.get("input")
+
+    if kind == _GATEWAY_ERROR:
+        field = ctx.get("field")
+        param = _path((*loc, field) if field else loc)
+        return invalid_request(
+            str(ctx["message"]).replace("{param}", param), param=param, code=ctx.get("code")
+        )
+
+    param = _path(loc)
+    last = loc[-1] if loc else None
+    if kind == "missing":
+        return invalid_request(
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
+    if kind == "extra_forbidden":
+        return _unrecognized(param)
+    if kind == "literal_error":
+        if not isinstance(value, str):
+            return _invalid_type(param, "a string", value)
+        if last == "role" and value in _UNSUPPORTED_ROLES:
+            return _unsupported_value(param, value)
+        if last == "type" and value in _UNSUPPORTED_PART_TYPES:
+            return _unsupported_value(param, value, hint="Only text content parts are supported.")
+        supported = _ROLES if last == "role" else ("text",)
+        return invalid_request(
+            f"Invalid value: '{_clip(value)}'. Supported values are: {_enumerate(supported)}.",
+            param=param,
+            code="invalid_value",
+        )
+    if kind == "invalid_type":
+        return _invalid_type(param, error["msg"], value)  # our Discriminator's message
+    if kind in _EXPECTED:
+        return _invalid_type(param, _EXPECTED[kind], value)
+    if kind == "string_too_short":
+        return invalid_request(
+            f"Invalid '{param}': empty string. Expected a string with minimum length"
+            f" {ctx.get('min_length', 1)}, but got an empty string instead.",
+            param=param,
+            code="empty_string",
+        )
+    if kind == "string_too_long":
+        return invalid_request(
+            f"Invalid '{param}': string too long. Expected a string with maximum length"
+            f" {ctx.get('max_length')}, but got a string with length {_length(value)} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
+    if kind in ("too_short", "too_long") and isinstance(value, str):
+        kind = "string_" + kind  # a length constraint applied outside the str schema
+    if kind == "too_short":
+        return invalid_request(
+            f"Invalid '{param}': empty array. Expected an array with minimum length"
+            f" {ctx.get('min_length', 1)}, but got an empty array instead.",
+            param=param,
+            code="empty_array",
+        )
+    if kind == "too_long":
+        return invalid_request(
+            f"Invalid '{param}': array too long. Expected an array with maximum length"
+            f" {ctx.get('max_length')}, but got an array with length"
+            f" {ctx.get('actual_length', _length(value))} instead.",
+            param=param,
+            code="array_above_max_length",
+        )
+    bound = _BOUNDS.get(kind)
+    if bound is not None:
+        side, limit, key, op = bound
+        number = "decimal" if last in _DECIMAL_FIELDS else "integer"
+        return invalid_request(
+            f"Invalid '{param}': {number} {side} {limit}imum value. Expected a value {op}"
+            f" {_number(ctx.get(key))}, but got {_number(value)} instead.",
+            param=param,
+            code=f"{number}_{side}_{limit}_value",
+        )
+    if kind == "finite_number":
+        return invalid_request(
+            f"Invalid '{param}': expected a finite number.", param=param, code="invalid_value"
+        )
+    return invalid_request(f"Invalid value for '{param}'.", param=param, code="invalid_value")
+
+
+_BOUNDS: Final[Mapping[str, tuple[str, str, str, str]]] = {
+    "greater_than_equal": ("below", "min", "ge", ">="),
+    "greater_than": ("below", "min", "gt", ">"),
+    "less_than_equal": ("above", "max", "le", "<="),
+    "less_than": ("above", "max", "lt", "<"),
+}
+
+
+def _strip_tags(loc: Sequence[int | str]) -> tuple[int | str, ...]:
+    """Drop the discriminated-union tags pydantic puts after ``content``/``stop`` in a loc."""
+    kept: list[int | str] = []
+    for item in loc:
+        if item in _UNION_TAGS and kept and kept[-1] in ("content", "stop"):
+            continue
+        kept.append(item)
+    return tuple(kept)
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    """OpenAI's parameter path: ``messages[1].content[0].type``."""
+    out = ""
+    for item in loc:
+        if isinstance(item, int):
+            out += f"[{item}]"
+        else:
+            out += f".{_clip(item)}" if out else _clip(item)
+    return out
+
+
+def _unrecognized(param: str) -> GatewayError:
+    return invalid_request(
+        f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+    )
+
+
+def _unsupported_parameter(param: str) -> GatewayError:
+    return invalid_request(
+        f"Unsupported parameter: '{param}' is not supported by this gateway.",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
+def _unsupported_value(param: str, value: str, *, hint: str = "") -> GatewayError:
+    message = f"Unsupported value: '{param}' does not support '{_clip(value)}' with this gateway."
+    return invalid_request(
+        f"{message} {hint}" if hint else message, param=param, code="unsupported_value"
+    )
+
+
+def _invalid_type(param: str, expected: str, value: Any) -> GatewayError:
+    return invalid_request(
+        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict | BaseModel):
+        return "an object"
+    return "an unsupported value"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a larger number" if value > 0 else "a smaller number"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)  # "<= 2", as OpenAI writes it, not "<= 2.0"
+    return _clip(repr(value) if isinstance(value, float) else str(value), 32)
+
+
+def _length(value: Any) -> str:
+    try:
+        return str(len(value))
+    except TypeError:
+        return "another length"
+
+
+def _enumerate(values: Sequence[str]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])}, and {quoted[-1]}"
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    """Client text fit to echo: short, and encodable (unpaired surrogates escaped)."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,0 +1,224 @@
+"""The SageMaker runtime edge: ``InvokeEndpointWithResponseStream`` through boto3.
+
+boto3 is synchronous, so each stream is read on its own thread and handed to the event loop
+part by part; the loop never blocks on the network. Failures are classified by kind into
+:class:`UpstreamError` so callers decide what the client sees (and, later, whether to fall
+back) without knowing botocore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+)
+
+from llm_gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from llm_gateway.routes import Backend
+    from llm_gateway.settings import Settings
+
+_END = object()
+
+
+class UpstreamError(Exception):
+    """A backend failure, by kind. ``retryable`` marks faults another backend might not have."""
+
+    def __init__(
+        self, kind: str, detail: str, *, retryable: bool, original_status: int | None = None
+    ) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.retryable = retryable
+        self.original_status = original_status
+
+    def to_gateway_error(self) -> GatewayError:
+        """What the client sees: OpenAI-format, no upstream internals beyond a 4xx reason."""
+        if self.kind == "model_rejected":
+            return GatewayError(400, f"The model rejected the request: {self.detail}",
+                                code="model_rejected_request")  # fmt: skip
+        status, code, message = _CLIENT_VIEW.get(self.kind, _CLIENT_VIEW["internal"])
+        return GatewayError(status, message, type="server_error", code=code)
+
+
+_CLIENT_VIEW: dict[str, tuple[int, str, str]] = {
+    "unavailable": (503, "model_unavailable", "The model is overloaded or not ready; retry."),
+    "timeout": (504, "model_timeout", "The model did not respond in time."),
+    "connection": (502, "upstream_unreachable", "The model endpoint could not be reached."),
+    "misconfigured": (502, "upstream_misconfigured", "The model endpoint is not available."),
+    "model_error": (502, "model_error", "The model failed while generating."),
+    "internal": (502, "upstream_error", "The model endpoint failed."),
+}
+
+# SageMaker runtime error codes (before the stream and as stream exception events).
+_BY_CODE: dict[str, tuple[str, bool]] = {
+    "ServiceUnavailable": ("unavailable", True),
+    "ThrottlingException": ("unavailable", True),
+    "InternalFailure": ("internal", True),
+    "InternalStreamFailure": ("internal", True),
+    "InternalDependencyException": ("internal", True),
+    "ModelNotReadyException": ("unavailable", True),
+    "ValidationError": ("misconfigured", True),
+    "StreamBroken": ("model_error", True),
+    "ModelInvocationTimeExceeded": ("timeout", True),
+}
+
+
+def classify(exc: Exception) -> UpstreamError:
+    """Map a botocore exception to an :class:`UpstreamError`."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", ""))[:300]
+        if code == "ModelError":
+            original = exc.response.get("OriginalStatusCode")
+            status = int(original) if str(original).isdigit() else None
+            if status is not None and 400 <= status < 500:
+                detail = str(exc.response.get("OriginalMessage") or message)[:300]
+                return UpstreamError(
+                    "model_rejected", detail, retryable=False, original_status=status
+                )
+            return UpstreamError("model_error", message, retryable=True, original_status=status)
+        if code == "ModelStreamError":
+            stream_code = str(exc.response.get("ErrorCode") or error.get("ErrorCode") or "")
+            kind, retryable = _BY_CODE.get(stream_code, ("model_error", True))
+            return UpstreamError(kind, message, retryable=retryable)
+        kind, retryable = _BY_CODE.get(code, ("internal", True))
+        return UpstreamError(kind, f"{code}: {message}", retryable=retryable)
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+        return UpstreamError("timeout", type(exc).__name__, retryable=True)
+    if isinstance(exc, ConnectionError):
+        return UpstreamError("connection", type(exc).__name__, retryable=True)
+    if isinstance(exc, BotoCoreError):
+        return UpstreamError("internal", type(exc).__name__, retryable=True)
+    return UpstreamError("internal", type(exc).__name__, retryable=True)
+
+
+class UpstreamStream:
+    """Async iterator over one invocation's payload bytes; ``close()`` stops it early."""
+
+    def __init__(self, client: Any, backend: Backend, body: bytes) -> None:
+        self._client = client
+        self._backend = backend
+        self._body = body
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event_stream: Any = None
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._pump, name="upstream", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> None:
+        assert self._loop is not None
+        if not self._closed.is_set():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def _pump(self) -> None:
+        kwargs: dict[str, Any] = {
+            "EndpointName": self._backend.endpoint_name,
+            "Body": self._body,
+            "ContentType": "application/json",
+            "Accept": "*/*",
+        }
+        if self._backend.custom_attributes:
+            kwargs["CustomAttributes"] = self._backend.custom_attributes
+        try:
+            response = self._client.invoke_endpoint_with_response_stream(**kwargs)
+            self._event_stream = response["Body"]
+            for event in self._event_stream:
+                if self._closed.is_set():
+                    break
+                part = event.get("PayloadPart")
+                if part is not None:
+                    self._put(part["Bytes"])
+        except Exception as exc:  # everything the network can throw becomes a classified failure
+            if not self._closed.is_set():
+                self._put(classify(exc))
+        finally:
+            self._put(_END)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._thread is None:
+            self._start()
+        item = await self._queue.get()
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, UpstreamError):
+            raise item
+        assert isinstance(item, bytes)
+        return item
+
+    def close(self) -> None:
+        """Stop reading (client gone or stream finished): releases the connection."""
+        self._closed.set()
+        stream = self._event_stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+
+
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def disable_nagle(client: Any) -> None:
+    """Set TCP_NODELAY on the client's future connections.
+
+    botocore replaces urllib3's default socket options (which include TCP_NODELAY) with an
+    empty list and sends a request's headers and body in separate writes; with Nagle's
+    algorithm on, the body then waits for the server's delayed ACK (40 ms on Linux) before
+    every invocation. botocore has no public setting for it, so this appends to the option
+    list its pool manager shares (tests check the option reaches the connection pool).
+    """
+    options = client._endpoint.http_session._socket_options
+    if NODELAY not in options:
+        options.append(NODELAY)
+
+
+class SageMakerInvoker:
+    """Opens streams on SageMaker endpoints with one shared, thread-safe boto3 client."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SageMakerInvoker:
+        """A client honouring the standard AWS_* variables (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME…).
+
+        Retries are off: a retried stream could duplicate output, and choosing another backend
+        is the gateway's decision, not botocore's.
+        """
+        config = Config(
+            connect_timeout=settings.upstream_connect_timeout_s,
+            read_timeout=settings.upstream_read_timeout_s,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            tcp_keepalive=True,
+            max_pool_connections=64,
+        )
+        client = boto3.client("sagemaker-runtime", config=config)
+        disable_nagle(client)
+        return cls(client)
+
+    def open(self, backend: Backend, body: bytes) -> UpstreamStream:
+        return UpstreamStream(self._client, backend, body)
