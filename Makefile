@@ -9,13 +9,27 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 .PHONY: setup synth test lint catalog clean
 
-setup: $(VENV)/.installed node_modules/.installed
+WHEELHOUSE := .wheelhouse
+# The gateway function's dependencies as Lambda-platform wheels, so synth bundles offline
+# (keep the Python version in step with PYTHON_VERSION in llm_serving/bundling.py).
+LAMBDA_PLATFORM_PIP := --python-version 3.13 --implementation cp --only-binary=:all:
+
+setup: $(VENV)/.installed node_modules/.installed $(WHEELHOUSE)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+$(WHEELHOUSE)/.installed: lambda/requirements.txt constraints.txt | $(VENV)/.installed
+	rm -rf $(WHEELHOUSE)
+	for arch in aarch64 x86_64; do \
+	  $(PY) -m pip download --quiet --disable-pip-version-check -r lambda/requirements.txt \
+	    -c constraints.txt --platform manylinux2014_$$arch $(LAMBDA_PLATFORM_PIP) \
+	    -d $(WHEELHOUSE)/$$arch || exit 1; \
+	done
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -8,15 +8,18 @@ from pathlib import Path
 from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from llm_serving.config.gateway import load_gateway_config
 from llm_serving.config.loader import load_model_configs
 from llm_serving.stage import Stage
 from stacks.artifacts_stack import ArtifactsStack
+from stacks.gateway_stack import GatewayStack
 from stacks.model_stack import ModelStack
 
 __all__ = [
     "AppSettings",
     "ArtifactsStack",
     "BuiltApp",
+    "GatewayStack",
     "ModelStack",
     "add_compliance_checks",
     "build",
@@ -37,12 +40,14 @@ class AppSettings:
 @dataclass
 class BuiltApp:
     artifacts: ArtifactsStack
+    gateway: GatewayStack
     models: dict[str, ModelStack] = field(default_factory=dict)
 
 
 def build(app: App, settings: AppSettings) -> BuiltApp:
-    """Add the artifacts stack and one model stack per config to ``app``."""
+    """Add the artifacts stack, one model stack per config and the gateway stack to ``app``."""
     configs = load_model_configs(settings.config_dir, only=settings.models)
+    gateway_config = load_gateway_config(settings.config_dir)
     env = Environment(account=settings.account, region=settings.region)
     prefix = f"LlmServing-{settings.stage.value}"
     protect = settings.stage is Stage.PROD
@@ -54,9 +59,9 @@ def build(app: App, settings: AppSettings) -> BuiltApp:
         termination_protection=protect,
         description="LLM serving: model artifact bucket, access logs and KMS key",
     )
-    built = BuiltApp(artifacts=artifacts)
+    models: dict[str, ModelStack] = {}
     for config in configs:
-        built.models[config.name] = ModelStack(
+        models[config.name] = ModelStack(
             app,
             f"{prefix}-Model-{config.name}",
             config=config,
@@ -66,6 +71,17 @@ def build(app: App, settings: AppSettings) -> BuiltApp:
             termination_protection=protect,
             description=f"LLM serving: SageMaker endpoint for {config.name}",
         )
+    gateway = GatewayStack(
+        app,
+        f"{prefix}-Gateway",
+        endpoints={name: stack.endpoint for name, stack in models.items()},
+        config=gateway_config,
+        stage=settings.stage,
+        env=env,
+        termination_protection=protect,
+        description="LLM serving: OpenAI-compatible streaming gateway (API Gateway + Lambda)",
+    )
+    built = BuiltApp(artifacts=artifacts, gateway=gateway, models=models)
     Tags.of(app).add("project", "llm-serving")
     Tags.of(app).add("stage", settings.stage.value)
     return built

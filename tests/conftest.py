@@ -25,10 +25,17 @@ CONFIG_DIR = ROOT / "model_configs"
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
 
 
-def make_app(*, validation: bool = False, outdir: Path | None = None) -> App:
-    """An App with cdk.json's context; CloudFormation validation off unless asked for."""
+def make_app(
+    *, validation: bool = False, bundling: bool = False, outdir: Path | None = None
+) -> App:
+    """An App with cdk.json's context; CloudFormation validation and asset bundling off unless
+    asked for. With bundling off (``aws:cdk:bundling-stacks`` matching no stack) CDK still
+    fingerprints the sources, so asset hashes equal those of a bundled synth."""
+    context: dict[str, Any] = dict(CDK_CONTEXT)
+    if not bundling:
+        context["aws:cdk:bundling-stacks"] = []
     return App(
-        context=dict(CDK_CONTEXT),
+        context=context,
         builtin_cloud_formation_validation=validation,
         outdir=str(outdir) if outdir else None,
     )
@@ -55,7 +62,7 @@ def default_app() -> tuple[App, BuiltApp]:
 def templates(default_app: tuple[App, BuiltApp]) -> dict[str, Template]:
     """Template of every stack in the default dev app, keyed by stack name."""
     _, built = default_app
-    stacks = [built.artifacts, *built.models.values()]
+    stacks = [built.artifacts, *built.models.values(), built.gateway]
     return {s.stack_name: Template.from_stack(s) for s in stacks}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,12 @@ def _run_app(tmp_path: Path, **context: str) -> subprocess.CompletedProcess[str]
     env = dict(os.environ)
     env["CDK_OUTDIR"] = str(tmp_path / "out")
     env["CDK_CONTEXT_JSON"] = json.dumps(
-        {**json.loads((ROOT / "cdk.json").read_text())["context"], **context}
+        {
+            **json.loads((ROOT / "cdk.json").read_text())["context"],
+            # Bundling is covered by test_bundling and `make synth`; keep this one quick.
+            "aws:cdk:bundling-stacks": [],
+            **context,
+        }
     )
     env["CDK_VALIDATION"] = "false"  # the compliance test runs it; keep this one quick
     return subprocess.run(
@@ -51,7 +57,31 @@ def test_prod_stage_and_model_selection_from_context(tmp_path: Path) -> None:
     stacks = {
         k: v for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack"
     }
-    assert set(stacks) == {"LlmServing-prod-Artifacts", "LlmServing-prod-Model-llama-2-13b-chat"}
+    assert set(stacks) == {
+        "LlmServing-prod-Artifacts",
+        "LlmServing-prod-Model-llama-2-13b-chat",
+        "LlmServing-prod-Gateway",
+    }
     for stack in stacks.values():
         assert stack["environment"].endswith("/eu-west-1")
         assert stack["properties"]["terminationProtection"] is True
+
+
+def test_invalid_gateway_config_fails_synth_with_one_clear_message(tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, configs)
+    (configs / "gateway.yaml").write_text(
+        "web_adapter:\n  architecture: arm64\nfunction:\n  ram: 1\n"
+    )
+    result = _run_app(tmp_path, config_dir=str(configs))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "gateway.yaml: invalid gateway config (1 error(s))" in result.stderr
+    assert "function.ram: Extra inputs are not permitted" in result.stderr
+
+
+def test_gateway_in_a_region_without_a_published_layer_fails_clearly(tmp_path: Path) -> None:
+    result = _run_app(tmp_path, region="us-gov-west-1", models="llama-2-13b-chat")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "set web_adapter.layer_arn" in result.stderr

@@ -10,9 +10,11 @@ import pytest
 
 from llm_serving.config import (
     ConfigError,
+    GatewayConfig,
     HubWeights,
     LmiContainer,
     VllmContainer,
+    load_gateway_config,
     load_model_config,
     load_model_configs,
 )
@@ -131,3 +133,75 @@ def test_tgi_input_must_be_shorter_than_context(write_configs: Callable[..., Pat
     )  # fmt: skip
     with pytest.raises(ConfigError, match="max_input_length"):
         load_model_configs(write_configs(tgi))
+
+
+# --- gateway.yaml ---------------------------------------------------------------------------
+
+
+def test_shipped_gateway_config_is_the_defaults() -> None:
+    """The shipped file documents the defaults; it must not drift from the schema."""
+    assert load_gateway_config(CONFIG_DIR) == GatewayConfig()
+    config = GatewayConfig()
+    assert config.web_adapter.layer_version == 26
+    assert config.web_adapter.architecture == "arm64"
+    assert config.function.memory_mb == 1024
+    assert config.function.reserved_concurrency is None
+    assert config.limits.max_request_bytes == 1_048_576
+    assert config.api.account_cloudwatch_role is True
+
+
+def test_gateway_config_is_optional_and_may_be_empty(tmp_path: Path) -> None:
+    assert load_gateway_config(tmp_path) == GatewayConfig()
+    (tmp_path / "gateway.yaml").write_text("# nothing set\n")
+    assert load_gateway_config(tmp_path) == GatewayConfig()
+
+
+# (yaml, field named in the message, words the fix must contain)
+BAD_GATEWAY_CONFIGS: list[tuple[str, str, str, str]] = [
+    ("misspelt key", "web_adapter:\n  layer_versoin: 27\n", "web_adapter.layer_versoin",
+     "spelling"),
+    ("unknown section", "routes: {}\n", "routes", "spelling"),
+    ("bad architecture", "web_adapter:\n  architecture: arm\n", "web_adapter.architecture",
+     "'arm64'"),
+    ("bad layer arn", "web_adapter:\n  layer_arn: my-layer\n", "web_adapter.layer_arn",
+     "pattern"),
+    ("retention", "function:\n  log_retention_days: 10\n", "function.log_retention_days",
+     "use one of 1, 3, 5, 7, 14"),
+    ("memory", "function:\n  memory_mb: 64\n", "function.memory_mb", "correct the value"),
+    ("zero concurrency", "function:\n  reserved_concurrency: 0\n",
+     "function.reserved_concurrency", "correct the value"),
+    ("request too large", "limits:\n  max_request_bytes: 10000000\n", "limits.max_request_bytes",
+     "6291456"),
+    ("timeout type", "upstream:\n  read_timeout_s: soon\n", "upstream.read_timeout_s", "correct"),
+    ("quota", "api:\n  quota_requests_per_day: 0\n", "api.quota_requests_per_day", "correct"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "fix"),
+    [pytest.param(t, f, x, id=i) for i, t, f, x in BAD_GATEWAY_CONFIGS],
+)
+def test_invalid_gateway_config_names_file_field_and_fix(
+    tmp_path: Path, text: str, field: str, fix: str
+) -> None:
+    (tmp_path / "gateway.yaml").write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_gateway_config(tmp_path)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'gateway.yaml'}: invalid gateway config")
+    assert f"  {field}: " in message
+    assert fix in message
+
+
+def test_gateway_config_must_be_a_mapping_of_valid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("- web_adapter\n")
+    with pytest.raises(ConfigError, match=r"gateway\.yaml: expected a mapping"):
+        load_gateway_config(tmp_path)
+    path.write_text("web_adapter: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"gateway\.yaml: not valid YAML"):
+        load_gateway_config(tmp_path)
+
+
+def test_gateway_yaml_is_not_a_model_config() -> None:
+    assert "gateway" not in {c.name for c in load_model_configs(CONFIG_DIR)}

@@ -19,6 +19,7 @@ STACKS = [
     "LlmServing-dev-Artifacts",
     "LlmServing-dev-Model-deepseek-r1-distill-qwen-7b",
     "LlmServing-dev-Model-llama-2-13b-chat",
+    "LlmServing-dev-Gateway",
 ]
 _ASSET_HASH = re.compile(r"[0-9a-f]{64}")
 

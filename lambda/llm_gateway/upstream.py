@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -179,23 +178,6 @@ class UpstreamStream:
                 stream.close()
 
 
-NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def disable_nagle(client: Any) -> None:
-    """Set TCP_NODELAY on the client's future connections.
-
-    botocore replaces urllib3's default socket options (which include TCP_NODELAY) with an
-    empty list and sends a request's headers and body in separate writes; with Nagle's
-    algorithm on, the body then waits for the server's delayed ACK (40 ms on Linux) before
-    every invocation. botocore has no public setting for it, so this appends to the option
-    list its pool manager shares (tests check the option reaches the connection pool).
-    """
-    options = client._endpoint.http_session._socket_options
-    if NODELAY not in options:
-        options.append(NODELAY)
-
-
 class SageMakerInvoker:
     """Opens streams on SageMaker endpoints with one shared, thread-safe boto3 client."""
 
@@ -216,9 +198,7 @@ class SageMakerInvoker:
             tcp_keepalive=True,
             max_pool_connections=64,
         )
-        client = boto3.client("sagemaker-runtime", config=config)
-        disable_nagle(client)
-        return cls(client)
+        return cls(boto3.client("sagemaker-runtime", config=config))
 
     def open(self, backend: Backend, body: bytes) -> UpstreamStream:
         return UpstreamStream(self._client, backend, body)

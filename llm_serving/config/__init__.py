@@ -1,5 +1,10 @@
 """Typed configuration for model deployments (no CDK imports: the gateway runtime reuses it)."""
 
+from llm_serving.config.gateway import (
+    GatewayConfig,
+    load_gateway_config,
+    parse_gateway_config,
+)
 from llm_serving.config.gpus import (
     INSTANCE_GPUS,
     FitReport,
@@ -37,6 +42,7 @@ __all__ = [
     "BlueGreenDeployment",
     "ConfigError",
     "FitReport",
+    "GatewayConfig",
     "GpuFitError",
     "HubWeights",
     "ImageSpec",
@@ -56,7 +62,9 @@ __all__ = [
     "image_spec",
     "image_versions",
     "instance_gpus",
+    "load_gateway_config",
     "load_model_config",
     "load_model_configs",
+    "parse_gateway_config",
     "parse_model_config",
 ]

@@ -45,8 +45,8 @@ def _fix(error: ErrorDetails) -> str:
     return "correct the value"
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid model config ({exc.error_count()} error(s))"]
+def _format_errors(path: Path, exc: ValidationError, *, kind: str = "model config") -> str:
+    lines = [f"{path}: invalid {kind} ({exc.error_count()} error(s))"]
     for error in exc.errors(include_url=False):
         field = _field(error["loc"])
         if error["type"] == "value_error":  # our validators already say how to fix it
@@ -81,13 +81,16 @@ def parse_model_config(data: Any, path: Path) -> ModelConfig:
     return config
 
 
-def load_model_config(path: Path) -> ModelConfig:
-    """Read and validate one YAML file."""
+def _read_yaml(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text("utf-8"))
+        return yaml.safe_load(path.read_text("utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    config = parse_model_config(data, path)
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    """Read and validate one YAML file."""
+    config = parse_model_config(_read_yaml(path), path)
     if config.name != path.stem:
         raise ConfigError(
             f"{path}: name: {config.name!r} differs from the file name; "
