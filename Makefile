@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 # jsii prints a large banner on Node 20 (end of life); the toolchain still works on it.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup synth test lint catalog clean
+.PHONY: setup synth test lint local catalog clean
 
 WHEELHOUSE := .wheelhouse
 # The gateway function's dependencies as Lambda-platform wheels, so synth bundles offline
@@ -49,6 +49,11 @@ lint: setup
 	ruff check .
 	ruff format --check .
 	mypy
+
+## The gateway and a SageMaker-runtime emulator on loopback (no AWS account): the OpenAI API
+## on http://127.0.0.1:8080/v1. Ctrl-C stops both. Options: make local LOCAL_ARGS="--port 9000"
+local: setup
+	$(PY) -m local.run $(LOCAL_ARGS)
 
 ## Maintainers: regenerate the pinned image catalog from the SageMaker SDK.
 catalog: setup

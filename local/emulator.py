@@ -441,7 +441,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scenarios", type=Path, help="YAML/JSON: endpoint name -> scenario")
     args = parser.parse_args(argv)
     scenarios, default = load_scenarios(args.scenarios) if args.scenarios else ({}, Scenario())
-    uvicorn.run(create_emulator(scenarios, default), host=args.host, port=args.port)
+    uvicorn.run(
+        create_emulator(scenarios, default), host=args.host, port=args.port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

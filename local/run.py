@@ -1,0 +1,140 @@
+"""``make local``: the gateway and a SageMaker-runtime emulator on loopback, no AWS account.
+
+The routing table is the one synth writes into the function's environment (built from the same
+model configs), so local requests take the same routes as deployed ones; only the endpoint URL
+differs (``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` points boto3 at the emulator). The gateway runs
+through ``lambda/run.sh``, as the Lambda Web Adapter starts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+REASONING = "The user greets me. A short, friendly answer is best; no need for a long explanation."
+CONTENT = "Hello! I am a local emulator standing in for the model. How can I help? 🙂"
+
+
+def synthesized_routes(config_dir: Path, stage: str, region: str) -> dict[str, Any]:
+    """The ``LLM_GATEWAY_ROUTES`` value the app would deploy (built in-process, no synth)."""
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    from aws_cdk import App
+
+    from llm_serving.stage import Stage
+    from stacks import AppSettings, build
+
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    app = App(context={**context, "aws:cdk:bundling-stacks": []})
+    built = build(app, AppSettings(stage=Stage(stage), region=region, config_dir=config_dir))
+    table: dict[str, Any] = built.gateway.gateway.route_table
+    return table
+
+
+def scenarios(routes: dict[str, Any], config_dir: Path, delay_ms: float) -> dict[str, Any]:
+    """One scripted answer per backend, in that backend's format (reasoning where it has some)."""
+    from llm_serving.config.loader import load_model_configs
+    from llm_serving.config.schema import VllmContainer
+
+    reasoners = {
+        c.name
+        for c in load_model_configs(config_dir, only=None)
+        if isinstance(c.container, VllmContainer) and c.container.reasoning_parser
+    }
+    result: dict[str, Any] = {}
+    for route in routes["routes"]:
+        for backend in route["backends"]:
+            result[backend["endpoint_name"]] = {
+                "format": backend["format"],
+                "reasoning": REASONING if backend["name"] in reasoners else "",
+                "reasoning_field": "reasoning",  # what current vLLM sends
+                "content": CONTENT,
+                "token_delay_ms": delay_ms,
+            }
+    return result
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"error: {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"error: {url} not ready after {timeout_s} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    parser.add_argument("--emulator-port", type=int, default=8081)
+    parser.add_argument("--config-dir", type=Path, default=ROOT / "model_configs")
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--token-delay-ms", type=float, default=40, help="pause between tokens")
+    args = parser.parse_args(argv)
+
+    routes = synthesized_routes(args.config_dir, args.stage, args.region)
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario_file = Path(tmp) / "scenarios.json"
+        scenario_file.write_text(
+            json.dumps(scenarios(routes, args.config_dir, args.token_delay_ms))
+        )
+        emulator_url = f"http://127.0.0.1:{args.emulator_port}"
+        gateway_url = f"http://127.0.0.1:{args.port}"
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            # run.sh starts `python3`: make it this interpreter (the project's venv).
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            # Any credentials sign the requests; the emulator does not check them.
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": args.region,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": emulator_url,
+            "LLM_GATEWAY_ROUTES": json.dumps(routes),
+            "PORT": str(args.port),
+        }
+        env.pop("AWS_LWA_PORT", None)
+        emulator = subprocess.Popen(
+            [sys.executable, "-m", "local.emulator", "--port", str(args.emulator_port),
+             "--scenarios", str(scenario_file)],
+            cwd=ROOT, env=env,
+        )  # fmt: skip
+        gateway = subprocess.Popen(["sh", str(ROOT / "lambda" / "run.sh")], cwd=ROOT, env=env)
+        try:
+            wait_ready(f"{emulator_url}/_emulator/requests", emulator)
+            wait_ready(f"{gateway_url}/healthz", gateway)
+            models = ", ".join(r["model"] for r in routes["routes"])
+            print(f"ready: gateway {gateway_url}/v1 (models: {models}); emulator {emulator_url}")
+            print("stop with Ctrl-C", flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            while emulator.poll() is None and gateway.poll() is None:
+                time.sleep(0.5)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            for process in (gateway, emulator):
+                process.terminate()
+            for process in (gateway, emulator):
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""`make local` and the README's examples against it work as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _example(name: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- example: {name} -->\n```\w+\n(.*?)```", readme, re.DOTALL)
+    assert match is not None, f"README example {name} not found"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def local_gateway() -> Iterator[str]:
+    """``python -m local.run`` (what ``make local`` runs) on free ports; yields the base URL."""
+    port, emulator_port = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.run", "--port", str(port),
+         "--emulator-port", str(emulator_port), "--token-delay-ms", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'lambda'}"},
+    )  # fmt: skip
+    assert process.stdout is not None
+    output: list[str] = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("ready:"):
+            break
+    else:
+        pytest.fail("local.run exited before it was ready:\n" + "".join(output))
+    # Keep reading so a chatty server never blocks on a full pipe.
+    threading.Thread(target=output.extend, args=(process.stdout,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as a person stops it
+        assert process.wait(timeout=20) == 0
+        for freed in (port, emulator_port):  # both servers are gone: nothing listens
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+                sock.bind(("127.0.0.1", freed))
+
+
+def test_readme_curl_example_streams_reasoning_then_content(local_gateway: str) -> None:
+    command = _example("local-curl").replace("http://127.0.0.1:8080", local_gateway)
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    events = [e for e in result.stdout.split("\n\n") if e.startswith("data: ")]
+    assert '"reasoning_content"' in events[0]
+    assert any('"content"' in e for e in events)
+    assert events[-1] == "data: [DONE]"
+
+
+def test_readme_openai_example_prints_the_answer(local_gateway: str) -> None:
+    code = _example("local-openai").replace("http://127.0.0.1:8080", local_gateway)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "local emulator" in result.stdout  # the scripted answer
+    assert re.search(r"\[\d+ completion tokens\]", result.stdout)
+
+
+def test_every_configured_model_is_served(local_gateway: str) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{local_gateway}/v1", api_key="local", max_retries=0)
+    models = [m.id for m in client.models.list().data]
+    assert models == ["deepseek-r1-distill-qwen-7b", "llama-2-13b-chat"]
+    for model in models:
+        reply = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Hi"}]
+        )
+        assert reply.choices[0].finish_reason == "stop"
+        assert reply.choices[0].message.content
