@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx2 as httpx
 import openai
 from botocore.config import Config
 
@@ -71,6 +72,14 @@ def gateway(client: openai.OpenAI) -> float:
     return elapsed
 
 
+def gateway_raw(client: httpx.Client, body: bytes) -> float:
+    """The same request with a minimal HTTP client, to separate the SDK's own cost."""
+    start = time.perf_counter()
+    with client.stream("POST", "/v1/chat/completions", content=body) as response:
+        next(response.iter_raw())
+        return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -106,14 +115,18 @@ def main(argv: list[str] | None = None) -> int:
                 config=Config(retries={"total_max_attempts": 1}),
             )  # fmt: skip
             oa = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="bench", max_retries=0)
+            raw = httpx.Client(base_url=gateway_url, headers={"content-type": "application/json"})
             body = json.dumps({"messages": MESSAGES, "stream": True}).encode()
+            gateway_body = json.dumps({"model": "bench", "messages": MESSAGES, "stream": True})
             for _ in range(10):  # warm up connections and code paths
                 direct(sm, body)
                 gateway(oa)
-            d, g = [], []
+                gateway_raw(raw, gateway_body.encode())
+            d, g, r = [], [], []
             for _ in range(args.requests):
                 d.append(direct(sm, body))
                 g.append(gateway(oa))
+                r.append(gateway_raw(raw, gateway_body.encode()))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -123,11 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         "requests": args.requests,
         "direct_boto3": _percentiles(d),
         "via_gateway_openai_sdk": _percentiles(g),
+        "via_gateway_httpx": _percentiles(r),
         "added_by_gateway": _percentiles(diffs),
+        "added_by_gateway_httpx_client": _percentiles([b - a for a, b in zip(d, r, strict=True)]),
     }
     print(f"first-chunk latency over {args.requests} interleaved requests (ms)")
     print(f"{'path':28} {'median':>8} {'p90':>8} {'p99':>8}")
-    for name in ("direct_boto3", "via_gateway_openai_sdk", "added_by_gateway"):
+    for name in result:
+        if name == "requests":
+            continue
         row = result[name]
         assert isinstance(row, dict)
         print(f"{name:28} {row['median_ms']:8.2f} {row['p90_ms']:8.2f} {row['p99_ms']:8.2f}")

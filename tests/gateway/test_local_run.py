@@ -13,13 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from local.serving import free_port
 from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _example(name: str) -> str:
@@ -32,7 +27,7 @@ def _example(name: str) -> str:
 @pytest.fixture(scope="module")
 def local_gateway() -> Iterator[str]:
     """``python -m local.run`` (what ``make local`` runs) on free ports; yields the base URL."""
-    port, emulator_port = _free_port(), _free_port()
+    port, emulator_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "local.run", "--port", str(port),
          "--emulator-port", str(emulator_port), "--token-delay-ms", "1"],
