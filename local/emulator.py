@@ -311,14 +311,22 @@ async def _receive(
     return emulator, endpoint, body
 
 
-async def invoke_stream(request: Request) -> Response:
-    """``InvokeEndpointWithResponseStream``."""
-    emulator, endpoint, body = await _receive(request, "InvokeEndpointWithResponseStream")
+def _answerable(request: Request, emulator: Emulator, endpoint: str) -> Scenario | Response:
+    """The endpoint's scenario, or the error response SageMaker gives before any output."""
     scenario = emulator.scenario_for(endpoint)
     if scenario is None:
         return endpoint_not_found(endpoint)
     if scenario.error_before_stream is not None:
         return pre_stream_error(scenario, endpoint, _region(request))
+    return scenario
+
+
+async def invoke_stream(request: Request) -> Response:
+    """``InvokeEndpointWithResponseStream``."""
+    emulator, endpoint, body = await _receive(request, "InvokeEndpointWithResponseStream")
+    scenario = _answerable(request, emulator, endpoint)
+    if isinstance(scenario, Response):
+        return scenario
     headers = {
         **_request_id_headers(),
         "X-Amzn-SageMaker-Content-Type": scenario.stream_content_type,
@@ -331,11 +339,9 @@ async def invoke_stream(request: Request) -> Response:
 async def invoke(request: Request) -> Response:
     """``InvokeEndpoint`` (buffered)."""
     emulator, endpoint, body = await _receive(request, "InvokeEndpoint")
-    scenario = emulator.scenario_for(endpoint)
-    if scenario is None:
-        return endpoint_not_found(endpoint)
-    if scenario.error_before_stream is not None:
-        return pre_stream_error(scenario, endpoint, _region(request))
+    scenario = _answerable(request, emulator, endpoint)
+    if isinstance(scenario, Response):
+        return scenario
     content = render_body(scenario, body if isinstance(body, Mapping) else None)
     headers = {**_request_id_headers(), "x-Amzn-Invoked-Production-Variant": VARIANT}
     return Response(content, headers=headers, media_type="application/json")

@@ -7,7 +7,7 @@ instead of being silently ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -294,8 +294,9 @@ class ModelConfig(_Strict):
     @property
     def stream_format(self) -> StreamFormat:
         """The format the gateway uses with this endpoint (configured or the family default)."""
-        fmt = self.gateway.stream_format or FORMATS_BY_FAMILY[self.container.family][0]
-        return fmt  # type: ignore[return-value]
+        if self.gateway.stream_format is not None:
+            return self.gateway.stream_format
+        return cast(StreamFormat, FORMATS_BY_FAMILY[self.container.family][0])
 
     @model_validator(mode="after")
     def _scaling_starts_in_bounds(self) -> ModelConfig:
