@@ -1,0 +1,34 @@
+"""DynamoDB on loopback for tests and ``make local``: moto's server app, single-threaded.
+
+moto's stock server answers requests on threads and its conditional updates are then not
+atomic (measured: concurrent conditional ADDs over-admitted a limit). Served single-threaded,
+each request is atomic, as a DynamoDB item write is.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """No access log: tests and local runs make thousands of calls."""
+
+
+@contextmanager
+def dynamodb_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run moto's DynamoDB until the block exits; yields its URL."""
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(host, port, app, threaded=False, request_handler=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto-dynamodb", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
