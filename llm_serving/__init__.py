@@ -1,25 +1,32 @@
 """Constructs for self-hosted LLM serving on SageMaker GPU endpoints.
 
 Public API: :class:`ModelArtifacts`, :class:`LlmEndpoint`, :class:`LmiModelPackage`,
-:class:`StreamingGateway` (with :func:`gateway_code`, its offline-bundled function code),
+:class:`StreamingGateway` (with :class:`GatewayRoute`/:class:`RouteBackend` for its routes,
+:func:`routes_from_config`, :class:`QuotaTable` and :func:`gateway_code`, its offline-bundled
+function code),
 :class:`Stage`, and the typed configuration in :mod:`llm_serving.config`.
 """
 
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.bundling import BundlingError, GatewayLocalBundler, gateway_code
 from llm_serving.endpoint import LlmEndpoint
-from llm_serving.gateway import StreamingGateway
+from llm_serving.gateway import GatewayRoute, RouteBackend, StreamingGateway, routes_from_config
 from llm_serving.lmi_package import LmiModelPackage
+from llm_serving.quota_table import QuotaTable
 from llm_serving.stage import Stage, StagePolicy
 
 __all__ = [
     "BundlingError",
     "GatewayLocalBundler",
+    "GatewayRoute",
     "LlmEndpoint",
     "LmiModelPackage",
     "ModelArtifacts",
+    "QuotaTable",
+    "RouteBackend",
     "Stage",
     "StagePolicy",
     "StreamingGateway",
     "gateway_code",
+    "routes_from_config",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack, Token
@@ -15,14 +17,32 @@ from constructs import Construct
 
 from llm_serving._nag import acknowledge
 from llm_serving.bundling import RUNTIME, gateway_code
-from llm_serving.config.gateway import LOG_RETENTION_DAYS, GatewayConfig
+from llm_serving.config.gateway import (
+    LOG_RETENTION_DAYS,
+    NAME_PATTERN,
+    ConsumerConfig,
+    GatewayConfig,
+    pascal_case,
+)
 from llm_serving.endpoint import LlmEndpoint
+from llm_serving.quota_table import QuotaTable
+from llm_serving.stage import Stage, StagePolicy
 
 STAGE_NAME = "api"
 APP_PORT = 8080
 HEALTH_PATH = "/healthz"
 # Lambda rejects a function whose environment variables exceed 4 KB in total.
 ENVIRONMENT_LIMIT_BYTES = 4096
+# Deploy-time values, estimated for the size check: API key ids are 10 characters; a table
+# name is at most 255.
+KEY_ID_LENGTH = 10
+TABLE_NAME_ESTIMATE = "t" * 255
+
+ROUTES_ENV = "LLM_GATEWAY_ROUTES"
+CONSUMERS_ENV = "LLM_GATEWAY_CONSUMERS"
+QUOTA_TABLE_ENV = "LLM_GATEWAY_QUOTA_TABLE"
+# Usage-plan keys get logical ids from their API key, not from the order they were added in.
+_ORDER_INSENSITIVE_KEYS = "@aws-cdk/aws-apigateway:usagePlanKeyOrderInsensitiveId"
 
 RETENTION_BY_DAYS: dict[int, logs.RetentionDays] = dict(
     zip(
@@ -153,35 +173,121 @@ ACCESS_LOG_FORMAT = (
 )
 
 
+@dataclass(frozen=True)
+class RouteBackend:
+    """One backend of a route: an endpoint and its optional canary weight (0–1000)."""
+
+    endpoint: LlmEndpoint
+    weight: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight is not None and not 0 <= self.weight <= 1000:
+            raise ValueError(f"backend weight {self.weight} is not within 0–1000")
+
+
+@dataclass(frozen=True)
+class GatewayRoute:
+    """The endpoints that serve one model alias, in fallback order.
+
+    The first attempt goes to a backend chosen by weight among the weighted ones (or to the
+    first backend when none has a weight); later attempts follow the listed order, at most
+    ``max_attempts`` in all, each failing if no first token arrives within
+    ``first_byte_timeout_s``. ``sticky`` fixes the weighted choice per consumer.
+    """
+
+    backends: tuple[RouteBackend, ...]
+    first_byte_timeout_s: float = 60.0
+    max_attempts: int = 2
+    sticky: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.backends:
+            raise ValueError("a route needs at least one backend")
+        if not 0 < self.first_byte_timeout_s <= 900:
+            raise ValueError(f"first_byte_timeout_s {self.first_byte_timeout_s} not in (0, 900]")
+        if not 1 <= self.max_attempts <= 5:
+            raise ValueError(f"max_attempts {self.max_attempts} not within 1–5")
+        weights = [b.weight for b in self.backends if b.weight is not None]
+        if weights and sum(weights) == 0:
+            raise ValueError("the backend weights sum to 0; give one a weight > 0")
+
+    @classmethod
+    def to(cls, *endpoints: LlmEndpoint) -> GatewayRoute:
+        """Unweighted backends, tried in this order; default deadline and attempts."""
+        return cls(backends=tuple(RouteBackend(endpoint) for endpoint in endpoints))
+
+
+RoutesArg = Mapping[str, GatewayRoute | Sequence[LlmEndpoint]]
+"""Model alias → a :class:`GatewayRoute`, or just its endpoints in fallback order."""
+
+
+def routes_from_config(
+    config: GatewayConfig, endpoints: Mapping[str, LlmEndpoint]
+) -> dict[str, GatewayRoute]:
+    """``config``'s routes (one per endpoint, named after it, when it has none) with model
+    config names resolved to ``endpoints`` (model config name → endpoint). Call
+    :meth:`GatewayConfig.check_models` and :meth:`GatewayConfig.for_models` first: a backend
+    that is not in ``endpoints`` is an error here."""
+    routes: dict[str, GatewayRoute] = {}
+    for route in config.effective_routes(list(endpoints)):
+        backends = []
+        for backend in route.backends:
+            if backend.model not in endpoints:
+                raise ValueError(
+                    f"route {route.model!r}: backend {backend.model!r} is not among the "
+                    f"endpoints {sorted(endpoints)}"
+                )
+            backends.append(RouteBackend(endpoints[backend.model], backend.weight))
+        routes[route.model] = GatewayRoute(
+            backends=tuple(backends),
+            first_byte_timeout_s=route.first_byte_timeout_s,
+            max_attempts=route.max_attempts,
+            sticky=route.sticky,
+        )
+    return routes
+
+
 class StreamingGateway(Construct):
     """An OpenAI-compatible chat completions API that streams from SageMaker endpoints.
 
     API Gateway REST API (Regional) → Lambda (Python, Lambda Web Adapter, response streaming)
     → ``InvokeEndpointWithResponseStream``. ``POST /v1/chat/completions`` and
     ``GET /v1/models`` proxy to the function with ``ResponseTransferMode: STREAM`` and a
-    15-minute timeout; both require an API key (``x-api-key``) bound to a usage plan
-    (throttle + daily request quota). API Gateway checks the request body's basic shape and
-    answers its own errors in OpenAI's ``{"error": {...}}`` format.
+    15-minute timeout; both require an API key (``x-api-key``). API Gateway checks the request
+    body's basic shape and answers its own errors in OpenAI's ``{"error": {...}}`` format.
 
-    ``routes`` maps each model alias clients send as ``model`` to the endpoints that serve it,
-    in fallback order; the construct writes that table into the function's environment
-    (``LLM_GATEWAY_ROUTES``) and grants the function ``InvokeEndpoint`` and
-    ``InvokeEndpointWithResponseStream`` on exactly those endpoints.
+    ``routes`` maps each model alias clients send as ``model`` to the endpoints that serve it
+    (:class:`GatewayRoute`: fallback order, canary weights, first-token deadline, attempts);
+    the construct writes that table and ``config.fallback`` into ``LLM_GATEWAY_ROUTES`` and
+    grants the function ``InvokeEndpoint`` and ``InvokeEndpointWithResponseStream`` on
+    exactly those endpoints. (``config.routes`` names model configs and is not read here: the
+    app resolves it with :func:`routes_from_config`.)
+
+    Consumers and tiers (``config.tiers``, ``config.consumers``; more with
+    :meth:`add_consumer`): one usage plan per tier (throttle, and a daily or monthly request
+    quota), bound to the stage; one API key per consumer (AWS generates the value, never in the
+    template) in its tier's plan. ``LLM_GATEWAY_CONSUMERS`` maps each key's id (resolved at
+    deploy time) to the consumer, its tier's token quotas and allowed routes; the function
+    counts tokens in :attr:`quota_table` (``LLM_GATEWAY_QUOTA_TABLE``) with item-level access
+    to that table only.
 
     Logging: the function's log group, JSON access logs and INFO execution logs (data trace
-    off: prompts are never logged) all keep ``log_retention`` unless
+    off: prompts are never logged) all keep ``log_retention`` (default: the stage's) unless
     ``config.function.log_retention_days`` is set. Execution logging needs API Gateway's
     account-level CloudWatch role. With ``config.api.account_cloudwatch_role`` (the default)
     this construct sets it: that is an account-wide, per-region setting (the last stack to
     set it wins), and the role is retained when the stack is deleted so that other APIs keep
     logging. Set it false where the account already has one.
 
+    ``stage``: ``dev`` removes the logs and the quota table with the stack; ``prod`` retains
+    them and protects the table from deletion.
+
     The stack's region must be concrete: it selects the Lambda Web Adapter layer.
 
     Exposes ``function``, ``role``, ``log_group``, ``api``, ``access_log_group``,
-    ``usage_plan``, ``api_key`` (the default consumer's key; AWS generates its value),
-    ``route_table`` (the dict in ``LLM_GATEWAY_ROUTES``) and ``url`` (the OpenAI base URL,
-    ``…/api/v1``).
+    ``usage_plans`` (tier → plan), ``api_keys`` (consumer → key), ``consumers`` (consumer →
+    config), ``quota_table``, ``route_table`` (the dict in ``LLM_GATEWAY_ROUTES``) and ``url``
+    (the OpenAI base URL, ``…/api/v1``).
     """
 
     def __init__(
@@ -189,12 +295,14 @@ class StreamingGateway(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        routes: Mapping[str, Sequence[LlmEndpoint]],
+        routes: RoutesArg,
         config: GatewayConfig,
-        log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS,
-        log_removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+        stage: Stage = Stage.DEV,
+        log_retention: logs.RetentionDays | None = None,
+        log_removal_policy: RemovalPolicy | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.node.set_context(_ORDER_INSENSITIVE_KEYS, True)
         self.config = config
         region = Stack.of(self).region
         if Token.is_unresolved(region):
@@ -202,40 +310,49 @@ class StreamingGateway(Construct):
                 f"{self.node.path}: StreamingGateway needs a concrete region to choose the "
                 "Lambda Web Adapter layer; fix: give the stack env=Environment(region=...)"
             )
+        policy = StagePolicy.for_stage(stage)
         self._log_retention = (
             RETENTION_BY_DAYS[config.function.log_retention_days]
             if config.function.log_retention_days is not None
-            else log_retention
+            else log_retention or policy.log_retention
         )
-        self._log_removal_policy = log_removal_policy
-        self.route_table: dict[str, Any] = route_table(routes)
+        self._log_removal_policy = log_removal_policy or policy.removal_policy
+        self.routes: dict[str, GatewayRoute] = _typed_routes(routes)
+        self.route_table: dict[str, Any] = route_table(self.routes, config)
         self._layer_arn = config.web_adapter.resolve_layer_arn(region)
+        self.consumers: dict[str, ConsumerConfig] = {}
+        self.api_keys: dict[str, apigateway.ApiKey] = {}
+        self._check_environment_size(config.consumers)
 
         self.log_group = logs.LogGroup(
             self,
             "FunctionLogs",
             retention=self._log_retention,
-            removal_policy=log_removal_policy,
+            removal_policy=self._log_removal_policy,
         )
+        self.quota_table = QuotaTable(self, "QuotaTable", stage=stage)
         self.role = self._role()
         self.function = self._function()
-        for endpoint in _unique_endpoints(routes):
+        for endpoint in _unique_endpoints(self.routes):
             endpoint.grant_invoke(self.function)
+        self.quota_table.grant_quota_access(self.function)
 
         self.access_log_group = logs.LogGroup(
             self,
             "AccessLogs",
             retention=self._log_retention,
-            removal_policy=log_removal_policy,
+            removal_policy=self._log_removal_policy,
         )
         self.api = self._rest_api()
         self._execution_log_group()
         self._methods()
         self._gateway_responses()
-        self.usage_plan = self._usage_plan()
-        self.api_key = self.add_api_key(
-            "DefaultKey", description="Default consumer of the LLM gateway"
-        )
+        self.usage_plans: dict[str, apigateway.UsagePlan] = {
+            name: self._usage_plan(name) for name in config.tiers
+        }
+        for consumer in config.consumers:
+            self.add_consumer(consumer.name, tier=consumer.tier, routes=consumer.routes)
+        self._set_consumers_environment()  # also without consumers
         self.url: str = self.api.url_for_path("/v1")
         """The OpenAI base URL (``https://<id>.execute-api.<region>.<suffix>/api/v1``)."""
 
@@ -246,7 +363,10 @@ class StreamingGateway(Construct):
             self,
             "FunctionRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="LLM gateway function: own logs, X-Ray, invoke its SageMaker endpoints",
+            description=(
+                "LLM gateway function: own logs, X-Ray, invoke its SageMaker endpoints, "
+                "count tokens in its quota table"
+            ),
         )
         role.add_to_policy(
             iam.PolicyStatement(
@@ -262,27 +382,44 @@ class StreamingGateway(Construct):
         )
         return role
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, *, table_name: str, consumers: str | None = None) -> dict[str, str]:
+        """The function's environment; ``LLM_GATEWAY_CONSUMERS`` is set by :meth:`add_consumer`
+        (``consumers`` is for the size estimate)."""
         config = self.config
         env = {
             "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
             "AWS_LWA_INVOKE_MODE": "response_stream",
             "AWS_LWA_PORT": str(APP_PORT),
             "AWS_LWA_READINESS_CHECK_PATH": HEALTH_PATH,
-            "LLM_GATEWAY_ROUTES": json.dumps(self.route_table, separators=(",", ":")),
+            ROUTES_ENV: json.dumps(self.route_table, separators=(",", ":")),
+            QUOTA_TABLE_ENV: table_name,
             "LLM_GATEWAY_MAX_REQUEST_BYTES": str(config.limits.max_request_bytes),
             "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S": str(config.upstream.connect_timeout_s),
             "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S": str(config.upstream.read_timeout_s),
         }
-        size = len(json.dumps(env, separators=(",", ":")).encode("utf-8"))
+        if consumers is not None:
+            env[CONSUMERS_ENV] = consumers
+        return env
+
+    def _check_environment_size(self, consumers: Sequence[ConsumerConfig]) -> None:
+        """Lambda's 4 KB limit, with the deploy-time values estimated: each API key id as
+        10 characters, the table name as 255 (its maximum)."""
+        key_ids = {c.name: f"{i:0{KEY_ID_LENGTH}d}" for i, c in enumerate(consumers)}
+        table = json.dumps(
+            consumer_table(self.config, consumers, key_ids=key_ids), separators=(",", ":")
+        )
+        estimate = self._environment(table_name=TABLE_NAME_ESTIMATE, consumers=table)
+        routes = estimate[ROUTES_ENV]
+        size = len(json.dumps(estimate, separators=(",", ":")).encode("utf-8"))
         if size > ENVIRONMENT_LIMIT_BYTES:
             raise ValueError(
-                f"{self.node.path}: the gateway function's environment would be {size} bytes, "
-                f"over Lambda's {ENVIRONMENT_LIMIT_BYTES}-byte limit (the route table is "
-                f"{len(env['LLM_GATEWAY_ROUTES'])} bytes); fix: route fewer models or "
-                "backends through one gateway"
+                f"{self.node.path}: the gateway function's environment would be about {size} "
+                f"bytes, over Lambda's {ENVIRONMENT_LIMIT_BYTES}-byte limit (route table "
+                f"{len(routes)} bytes, consumer table {len(table)} bytes with "
+                f"{len(consumers)} consumer(s); API key ids estimated at {KEY_ID_LENGTH} "
+                f"characters each and the table name at {len(TABLE_NAME_ESTIMATE)}); fix: route "
+                "fewer models or backends, or serve fewer consumers, through one gateway"
             )
-        return env
 
     def _function(self) -> lambda_.Function:
         config = self.config
@@ -298,7 +435,7 @@ class StreamingGateway(Construct):
             layers=[
                 lambda_.LayerVersion.from_layer_version_arn(self, "WebAdapter", self._layer_arn)
             ],
-            environment=self._environment(),
+            environment=self._environment(table_name=self.quota_table.table_name),
             memory_size=config.function.memory_mb,
             timeout=Duration.minutes(15),
             reserved_concurrent_executions=config.function.reserved_concurrency,
@@ -422,20 +559,19 @@ class StreamingGateway(Construct):
                 templates={"application/json": _error_body(message, error_type, code)},
             )
 
-    # --- Keys and usage plans --------------------------------------------------------------
+    # --- Consumers, keys and usage plans ---------------------------------------------------
 
-    def _usage_plan(self) -> apigateway.UsagePlan:
-        api_config = self.config.api
-        quota = api_config.quota_requests_per_day
+    def _usage_plan(self, tier_name: str) -> apigateway.UsagePlan:
+        tier = self.config.tiers[tier_name]
+        quota = tier.request_quota
         plan = self.api.add_usage_plan(
-            "DefaultPlan",
-            description="Default plan of the LLM gateway: per-key throttle and daily quota",
+            f"{pascal_case(tier_name)}Plan",
+            description=f"LLM gateway tier {tier_name}: per-key throttle and request quota",
             throttle=apigateway.ThrottleSettings(
-                rate_limit=api_config.throttle_rate_limit,
-                burst_limit=api_config.throttle_burst_limit,
+                rate_limit=tier.rate_limit, burst_limit=tier.burst_limit
             ),
             quota=(
-                apigateway.QuotaSettings(limit=quota, period=apigateway.Period.DAY)
+                apigateway.QuotaSettings(limit=quota[0], period=apigateway.Period[quota[1]])
                 if quota is not None
                 else None
             ),
@@ -443,21 +579,94 @@ class StreamingGateway(Construct):
         plan.add_api_stage(stage=self.api.deployment_stage)
         return plan
 
-    def add_api_key(
-        self,
-        key_id: str,
-        *,
-        description: str,
-        usage_plan: apigateway.UsagePlan | None = None,
+    def add_consumer(
+        self, name: str, *, tier: str, routes: Sequence[str] | None = None
     ) -> apigateway.ApiKey:
-        """Add an API key (value generated by AWS, never in the template) to ``usage_plan``
-        (default: the gateway's default plan)."""
-        key = apigateway.ApiKey(self, key_id, description=description, enabled=True)
-        (usage_plan or self.usage_plan).add_api_key(key)
+        """A consumer with its own API key (value generated by AWS, never in the template) in
+        ``tier``'s usage plan, allowed ``routes`` (model aliases; ``None``: all). Construct id
+        and logical id derive from ``name`` (``team-a`` → ``TeamAKey``)."""
+        if not re.fullmatch(NAME_PATTERN, name) or len(name) > 64:
+            raise ValueError(
+                f"consumer name {name!r}: use lower-case words joined by hyphens (at most 64 "
+                "characters), e.g. team-a"
+            )
+        if tier not in self.usage_plans:
+            raise ValueError(
+                f"consumer {name!r}: unknown tier {tier!r}; use one of {sorted(self.usage_plans)}"
+            )
+        unknown = [alias for alias in routes or () if alias not in self.routes]
+        if unknown:
+            raise ValueError(
+                f"consumer {name!r} may call {unknown}, which no route serves; use aliases "
+                f"from {sorted(self.routes)}"
+            )
+        for other in self.consumers:
+            if pascal_case(other) == pascal_case(name):
+                raise ValueError(
+                    f"consumer {name!r} clashes with {other!r} (same id {pascal_case(name)!r}); "
+                    "give it a distinct name"
+                )
+        consumer = ConsumerConfig(
+            name=name, tier=tier, routes=tuple(routes) if routes is not None else None
+        )
+        self._check_environment_size([*self.consumers.values(), consumer])
+        key = apigateway.ApiKey(
+            self,
+            f"{pascal_case(name)}Key",
+            description=f"LLM gateway consumer {name} (tier {tier})",
+            enabled=True,
+        )
+        self.usage_plans[tier].add_api_key(key)
+        self.consumers[name] = consumer
+        self.api_keys[name] = key
+        self._set_consumers_environment()
         return key
 
+    def _set_consumers_environment(self) -> None:
+        key_ids = {name: key.key_id for name, key in self.api_keys.items()}
+        table = consumer_table(self.config, list(self.consumers.values()), key_ids=key_ids)
+        self.function.add_environment(CONSUMERS_ENV, Stack.of(self).to_json_string(table))
 
-def _backend(endpoint: LlmEndpoint) -> dict[str, Any]:
+    def consumer_table(self, key_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The table ``LLM_GATEWAY_CONSUMERS`` holds, keyed by ``key_ids`` (consumer name →
+        API key id; default: the consumer names, for local runs without API Gateway)."""
+        consumers = list(self.consumers.values())
+        return consumer_table(
+            self.config, consumers, key_ids=key_ids or {c.name: c.name for c in consumers}
+        )
+
+
+def consumer_table(
+    config: GatewayConfig,
+    consumers: Sequence[ConsumerConfig],
+    *,
+    key_ids: Mapping[str, str],
+) -> dict[str, Any]:
+    """``{"tiers": [...], "consumers": {<key id>: {name, tier, routes}}}``
+    (shape: ``lambda/llm_gateway/consumers.py``)."""
+    return {
+        "tiers": [
+            {
+                "name": name,
+                "tokens_per_day": tier.tokens_per_day,
+                "tokens_per_month": tier.tokens_per_month,
+                "default_reservation": tier.default_reservation,
+            }
+            for name, tier in config.tiers.items()
+        ],
+        "consumers": {
+            key_ids[c.name]: {
+                "name": c.name,
+                "tier": c.tier,
+                "routes": list(c.routes) if c.routes is not None else None,
+            }
+            for c in consumers
+        },
+    }
+
+
+def _backend(backend: RouteBackend) -> dict[str, Any]:
+    endpoint = backend.endpoint
     config = endpoint.config
     return {
         "name": config.name,
@@ -466,25 +675,47 @@ def _backend(endpoint: LlmEndpoint) -> dict[str, Any]:
         "prompt_template": config.gateway.prompt_template,
         "custom_attributes": config.custom_attributes,
         "max_tokens_default": config.gateway.max_tokens_default,
+        "weight": backend.weight,
     }
 
 
-def route_table(routes: Mapping[str, Sequence[LlmEndpoint]]) -> dict[str, Any]:
-    """The routing table the function reads from ``LLM_GATEWAY_ROUTES``
-    (shape: ``lambda/llm_gateway/routes.py``)."""
+def _typed_routes(routes: RoutesArg) -> dict[str, GatewayRoute]:
     if not routes:
         raise ValueError("StreamingGateway needs at least one route (model alias → endpoints)")
-    table = []
-    for alias, endpoints in routes.items():
-        if not endpoints:
+    typed: dict[str, GatewayRoute] = {}
+    for alias, route in routes.items():
+        if isinstance(route, GatewayRoute):
+            typed[alias] = route
+        elif not route:
             raise ValueError(f"route {alias!r} has no endpoints; give it at least one")
-        table.append({"model": alias, "backends": [_backend(e) for e in endpoints]})
-    return {"routes": table}
+        else:
+            typed[alias] = GatewayRoute.to(*route)
+    return typed
 
 
-def _unique_endpoints(routes: Mapping[str, Sequence[LlmEndpoint]]) -> list[LlmEndpoint]:
+def route_table(routes: RoutesArg, config: GatewayConfig | None = None) -> dict[str, Any]:
+    """The routing table the function reads from ``LLM_GATEWAY_ROUTES``
+    (shape: ``lambda/llm_gateway/routes.py``), with ``config.fallback``'s cooldown."""
+    fallback = (config or GatewayConfig()).fallback
+    return {
+        "routes": [
+            {
+                "model": alias,
+                "backends": [_backend(b) for b in route.backends],
+                "first_byte_timeout_s": route.first_byte_timeout_s,
+                "max_attempts": route.max_attempts,
+                "sticky": route.sticky,
+            }
+            for alias, route in _typed_routes(routes).items()
+        ],
+        "cooldown_failures": fallback.cooldown_failures,
+        "cooldown_s": fallback.cooldown_s,
+    }
+
+
+def _unique_endpoints(routes: Mapping[str, GatewayRoute]) -> list[LlmEndpoint]:
     unique: dict[str, LlmEndpoint] = {}
-    for endpoints in routes.values():
-        for endpoint in endpoints:
-            unique.setdefault(endpoint.node.path, endpoint)
+    for route in routes.values():
+        for backend in route.backends:
+            unique.setdefault(backend.endpoint.node.path, backend.endpoint)
     return list(unique.values())

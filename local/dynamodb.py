@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -32,3 +33,23 @@ def dynamodb_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+def create_quota_table(client: Any, name: str) -> None:
+    """Create the quota table as the CDK construct does: ``pk`` (S) partition key only,
+    on-demand, TTL on ``expires_at`` (see ``lambda/llm_gateway/quota.py``)."""
+    from llm_gateway.quota import PARTITION_KEY, TTL_ATTRIBUTE
+
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": PARTITION_KEY, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(
+        TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+    )
+    client.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )

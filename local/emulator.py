@@ -208,6 +208,8 @@ class Emulator:
                 return
             if step.token and tokens_sent and scenario.token_delay_ms:
                 await asyncio.sleep(scenario.token_delay_ms / 1000)
+            if step.token and not tokens_sent and scenario.first_token_delay_ms:
+                await asyncio.sleep(scenario.first_token_delay_ms / 1000)
             for part in recutter.feed(step.data):
                 yield payload_part(part)
             if not step.token:

@@ -1,9 +1,11 @@
 """``make local``: the gateway and a SageMaker-runtime emulator on loopback, no AWS account.
 
-The routing table is the one synth writes into the function's environment (built from the same
-model configs), so local requests take the same routes as deployed ones; only the endpoint URL
-differs (``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` points boto3 at the emulator). The gateway runs
-through ``lambda/run.sh``, as the Lambda Web Adapter starts it.
+The routing and consumer tables are the ones synth writes into the function's environment
+(built from the same configs), so local requests take the same routes and quotas as deployed
+ones. What differs: boto3 reaches the emulator and a local DynamoDB (moto, single-threaded)
+through ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL_DYNAMODB``; and with no API
+Gateway in front, every request acts as one configured consumer (``--consumer``). The gateway
+runs through ``lambda/run.sh``, as the Lambda Web Adapter starts it.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import boto3
+
+from local.dynamodb import create_quota_table, dynamodb_server
+
 ROOT = Path(__file__).resolve().parent.parent
+QUOTA_TABLE = "llm-gateway-quota"
 REASONING = "The user greets me. A short, friendly answer is best; no need for a long explanation."
 CONTENT = "Hello! I am a local emulator standing in for the model. How can I help? 🙂"
 
 
-def synthesized_routes(config_dir: Path, stage: str, region: str) -> dict[str, Any]:
-    """The ``LLM_GATEWAY_ROUTES`` value the app would deploy (built in-process, no synth)."""
+def synthesized_tables(
+    config_dir: Path, stage: str, region: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``LLM_GATEWAY_ROUTES`` and ``LLM_GATEWAY_CONSUMERS`` values the app would deploy
+    (built in-process, no synth), the consumers keyed by name instead of API key id."""
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     from aws_cdk import App
 
@@ -36,8 +46,8 @@ def synthesized_routes(config_dir: Path, stage: str, region: str) -> dict[str, A
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
     app = App(context={**context, "aws:cdk:bundling-stacks": []})
     built = build(app, AppSettings(stage=Stage(stage), region=region, config_dir=config_dir))
-    table: dict[str, Any] = built.gateway.gateway.route_table
-    return table
+    gateway = built.gateway.gateway
+    return gateway.route_table, gateway.consumer_table()
 
 
 def scenarios(routes: dict[str, Any], config_dir: Path, delay_ms: float) -> dict[str, Any]:
@@ -84,10 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="dev")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--token-delay-ms", type=float, default=40, help="pause between tokens")
+    parser.add_argument("--consumer", help="consumer every request acts as (default: the first)")
     args = parser.parse_args(argv)
 
-    routes = synthesized_routes(args.config_dir, args.stage, args.region)
-    with tempfile.TemporaryDirectory() as tmp:
+    routes, consumers = synthesized_tables(args.config_dir, args.stage, args.region)
+    consumer = args.consumer or next(iter(consumers["consumers"]))
+    if consumer not in consumers["consumers"]:
+        known = ", ".join(consumers["consumers"])
+        raise SystemExit(f"error: --consumer {consumer}: not in gateway.yaml ({known})")
+    with tempfile.TemporaryDirectory() as tmp, dynamodb_server() as dynamodb_url:
         scenario_file = Path(tmp) / "scenarios.json"
         scenario_file.write_text(
             json.dumps(scenarios(routes, args.config_dir, args.token_delay_ms))
@@ -104,9 +119,18 @@ def main(argv: list[str] | None = None) -> int:
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": args.region,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": emulator_url,
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
             "LLM_GATEWAY_ROUTES": json.dumps(routes),
+            "LLM_GATEWAY_CONSUMERS": json.dumps(consumers),
+            "LLM_GATEWAY_QUOTA_TABLE": QUOTA_TABLE,
+            "LLM_GATEWAY_LOCAL_CONSUMER": consumer,
             "PORT": str(args.port),
         }
+        create_quota_table(
+            boto3.client("dynamodb", endpoint_url=dynamodb_url, region_name=args.region,
+                         aws_access_key_id="local", aws_secret_access_key="local"),
+            QUOTA_TABLE,
+        )  # fmt: skip
         env.pop("AWS_LWA_PORT", None)
         emulator = subprocess.Popen(
             [sys.executable, "-m", "local.emulator", "--port", str(args.emulator_port),
@@ -118,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(f"{emulator_url}/_emulator/requests", emulator)
             wait_ready(f"{gateway_url}/healthz", gateway)
             models = ", ".join(r["model"] for r in routes["routes"])
-            print(f"ready: gateway {gateway_url}/v1 (models: {models}); emulator {emulator_url}")
+            print(
+                f"ready: gateway {gateway_url}/v1 (models: {models}; acting as consumer "
+                f"{consumer}); emulator {emulator_url}; DynamoDB {dynamodb_url}"
+            )
             print("stop with Ctrl-C", flush=True)
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             while emulator.poll() is None and gateway.poll() is None:

@@ -61,6 +61,9 @@ class Scenario(BaseModel):
         "; older vLLM {error:{object:'error',...}}; flat {object:'error',message,...}.",
     )
     token_delay_ms: float = Field(0, ge=0)
+    first_token_delay_ms: float = Field(
+        0, ge=0, description="Time to first token: sent after the headers, before any bytes."
+    )
     part_size: int | None = Field(None, ge=1)
     line_ending: Literal["\n", "\r\n"] = "\n"
     content_type: str | None = Field(

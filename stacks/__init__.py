@@ -8,8 +8,8 @@ from pathlib import Path
 from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from llm_serving.config.gateway import load_gateway_config
-from llm_serving.config.loader import load_model_configs
+from llm_serving.config.gateway import GATEWAY_FILE, load_gateway_config
+from llm_serving.config.loader import load_model_configs, model_config_paths
 from llm_serving.stage import Stage
 from stacks.artifacts_stack import ArtifactsStack
 from stacks.gateway_stack import GatewayStack
@@ -48,6 +48,12 @@ def build(app: App, settings: AppSettings) -> BuiltApp:
     """Add the artifacts stack, one model stack per config and the gateway stack to ``app``."""
     configs = load_model_configs(settings.config_dir, only=settings.models)
     gateway_config = load_gateway_config(settings.config_dir)
+    # Model config names are their file names (load_model_configs checks that).
+    gateway_file = settings.config_dir / GATEWAY_FILE
+    gateway_config.check_models(
+        [p.stem for p in model_config_paths(settings.config_dir)], path=gateway_file
+    )
+    gateway_config = gateway_config.for_models([c.name for c in configs], path=gateway_file)
     env = Environment(account=settings.account, region=settings.region)
     prefix = f"LlmServing-{settings.stage.value}"
     protect = settings.stage is Stage.PROD

@@ -8,17 +8,22 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from llm_serving.config.gateway import GatewayConfig
+from llm_serving.config.gateway import GatewayConfig, pascal_case
 from llm_serving.endpoint import LlmEndpoint
-from llm_serving.gateway import StreamingGateway
+from llm_serving.gateway import StreamingGateway, routes_from_config
 from llm_serving.stage import Stage, StagePolicy
 
 
 class GatewayStack(Stack):
-    """A :class:`StreamingGateway` routing each model's name to that model's endpoint.
+    """A :class:`StreamingGateway` routing model aliases to the model stacks' endpoints
+    (``config.routes``, or each model's name to its endpoint), with ``config``'s tiers and
+    consumers.
 
     The endpoints live in their own stacks; only their names and ARNs are used here, and both
     are deterministic strings, so this stack imports nothing from the model stacks.
+
+    Outputs: ``ApiUrl``, ``ApiKeyId<Consumer>`` per consumer (``team-a`` → ``ApiKeyIdTeamA``)
+    and ``QuotaTableName``.
     """
 
     def __init__(
@@ -36,8 +41,9 @@ class GatewayStack(Stack):
         self.gateway = StreamingGateway(
             self,
             "Gateway",
-            routes={name: [endpoint] for name, endpoint in endpoints.items()},
+            routes=routes_from_config(config, endpoints),
             config=config,
+            stage=stage,
             log_retention=policy.log_retention,
             log_removal_policy=policy.removal_policy,
         )
@@ -47,12 +53,20 @@ class GatewayStack(Stack):
             value=self.gateway.url,
             description="OpenAI base URL (send the API key in the x-api-key header)",
         )
+        for name, key in self.gateway.api_keys.items():
+            CfnOutput(
+                self,
+                f"ApiKeyId{pascal_case(name)}",
+                value=key.key_id,
+                description=(
+                    f"API key id of consumer {name} (tier {self.gateway.consumers[name].tier}); "
+                    "read its value with "
+                    "`aws apigateway get-api-key --api-key <id> --include-value`"
+                ),
+            )
         CfnOutput(
             self,
-            "ApiKeyId",
-            value=self.gateway.api_key.key_id,
-            description=(
-                "Default API key id; read its value with "
-                "`aws apigateway get-api-key --api-key <id> --include-value`"
-            ),
+            "QuotaTableName",
+            value=self.gateway.quota_table.table_name,
+            description="DynamoDB table of the consumers' token counters",
         )

@@ -85,3 +85,17 @@ def test_gateway_in_a_region_without_a_published_layer_fails_clearly(tmp_path: P
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "set web_adapter.layer_arn" in result.stderr
+
+
+def test_gateway_route_to_an_unknown_model_fails_synth_clearly(tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, configs)
+    (configs / "gateway.yaml").write_text(
+        "routes:\n  - model: chat\n    backends:\n      - model: llama-3\n"
+    )
+    result = _run_app(tmp_path, config_dir=str(configs))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "gateway.yaml: routes.0.backends.0.model: 'llama-3' is not a model config" in (
+        result.stderr
+    )

@@ -118,6 +118,15 @@ def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
         load_model_config(path)
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: twice\ncontainer: {}\ncontainer: {}\n")
+    with pytest.raises(
+        ConfigError, match=r"twice\.yaml: not valid YAML: key 'container' appears twice"
+    ):
+        load_model_config(path)
+
+
 def test_empty_directory_and_unknown_selection(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no model configs"):
         load_model_configs(tmp_path)
@@ -160,7 +169,7 @@ def test_gateway_config_is_optional_and_may_be_empty(tmp_path: Path) -> None:
 BAD_GATEWAY_CONFIGS: list[tuple[str, str, str, str]] = [
     ("misspelt key", "web_adapter:\n  layer_versoin: 27\n", "web_adapter.layer_versoin",
      "spelling"),
-    ("unknown section", "routes: {}\n", "routes", "spelling"),
+    ("unknown section", "consumer: []\n", "consumer", "spelling"),
     ("bad architecture", "web_adapter:\n  architecture: arm\n", "web_adapter.architecture",
      "'arm64'"),
     ("bad layer arn", "web_adapter:\n  layer_arn: my-layer\n", "web_adapter.layer_arn",
@@ -173,7 +182,9 @@ BAD_GATEWAY_CONFIGS: list[tuple[str, str, str, str]] = [
     ("request too large", "limits:\n  max_request_bytes: 10000000\n", "limits.max_request_bytes",
      "6291456"),
     ("timeout type", "upstream:\n  read_timeout_s: soon\n", "upstream.read_timeout_s", "correct"),
-    ("quota", "api:\n  quota_requests_per_day: 0\n", "api.quota_requests_per_day", "correct"),
+    ("quota moved to tiers", "api:\n  quota_requests_per_day: 100\n", "api", "tiers.<name>"),
+    ("quota", "tiers:\n  gold: {rate_limit: 1, burst_limit: 1, default_reservation: 1, "
+     "requests_per_day: 0}\nconsumers: []\n", "tiers.gold.requests_per_day", "correct"),
 ]  # fmt: skip
 
 

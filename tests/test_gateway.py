@@ -1,9 +1,11 @@
-"""StreamingGateway: streaming REST API, proxy function, layer, keys, logs, grants, route table."""
+"""StreamingGateway: streaming REST API, proxy function, layer, keys, tiers, quota table, logs,
+grants, route and consumer tables."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -11,11 +13,25 @@ from aws_cdk import App, Stack
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Capture, Match, Template
 
-from llm_gateway.routes import RouteTable
+from llm_gateway.consumers import CONSUMERS_ENV, LOCAL_CONSUMER_ENV, QUOTA_TABLE_ENV, ConsumerTable
+from llm_gateway.routes import ROUTES_ENV, RouteTable
 from llm_gateway.settings import Settings
-from llm_serving import LlmEndpoint, ModelArtifacts, Stage, StreamingGateway
+from llm_serving import (
+    GatewayRoute,
+    LlmEndpoint,
+    ModelArtifacts,
+    RouteBackend,
+    Stage,
+    StreamingGateway,
+)
 from llm_serving.config import ConfigError, GatewayConfig, ModelConfig
-from llm_serving.gateway import ACCESS_LOG_FORMAT, GATEWAY_RESPONSES, RETENTION_BY_DAYS
+from llm_serving.gateway import (
+    ACCESS_LOG_FORMAT,
+    GATEWAY_RESPONSES,
+    RETENTION_BY_DAYS,
+    RoutesArg,
+)
+from llm_serving.quota_table import ITEM_ACTIONS, KEY_ACTIONS
 from stacks import BuiltApp
 from tests.conftest import build_default, iam_statements, make_app, variant
 
@@ -34,10 +50,15 @@ def built(default_app: tuple[App, BuiltApp]) -> BuiltApp:
     return default_app[1]
 
 
-def _function_env(template: Template) -> dict[str, str]:
-    (function,) = template.find_resources("AWS::Lambda::Function").values()
-    env: dict[str, str] = function["Properties"]["Environment"]["Variables"]
+def _function_env(template: Template) -> dict[str, Any]:
+    (function,) = template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "run.sh"}}
+    ).values()
+    env: dict[str, Any] = function["Properties"]["Environment"]["Variables"]
     return env
+
+
+Endpoints = Mapping[str, LlmEndpoint]
 
 
 def _new_gateway(
@@ -45,20 +66,37 @@ def _new_gateway(
     region: str | None = "us-east-1",
     config: GatewayConfig | None = None,
     aliases: list[str] | None = None,
+    routes: Callable[[Endpoints], RoutesArg] | None = None,
+    stage: Stage = Stage.DEV,
 ) -> StreamingGateway:
-    """One endpoint and a gateway in one stack (the app splits them; that is tested too).
-    The endpoint is the LMI model: its image is published in every partition."""
+    """Endpoints and a gateway in one stack (the app splits them; that is tested too).
+    The endpoints are the LMI model (its image is published in every partition) and, for
+    ``routes``, a canary copy of it named ``llama-canary``."""
     app = make_app()
     stack = Stack(app, "Test", env={"region": region} if region else None)
     artifacts = ModelArtifacts(stack, "Artifacts", stage=Stage.DEV)
-    endpoint = LlmEndpoint(
-        stack, "Llm", config=ModelConfig.model_validate(variant(LLAMA)), artifacts=artifacts
-    )
+    endpoints = {
+        name: LlmEndpoint(
+            stack,
+            construct_id,
+            config=ModelConfig.model_validate(variant(LLAMA, name=name)),
+            artifacts=artifacts,
+        )
+        for name, construct_id in [(LLAMA, "Llm"), ("llama-canary", "Canary")]
+        if routes is not None or name == LLAMA
+    }
     gateway = StreamingGateway(
         stack,
         "Gateway",
-        routes={alias: [endpoint] for alias in (aliases if aliases is not None else [LLAMA])},
+        routes=(
+            routes(endpoints)
+            if routes is not None
+            else {
+                alias: [endpoints[LLAMA]] for alias in (aliases if aliases is not None else [LLAMA])
+            }
+        ),
         config=config or GatewayConfig(),
+        stage=stage,
     )
     return gateway
 
@@ -68,13 +106,42 @@ def _gateway(
     region: str | None = "us-east-1",
     config: GatewayConfig | None = None,
     aliases: list[str] | None = None,
+    routes: Callable[[Endpoints], RoutesArg] | None = None,
+    stage: Stage = Stage.DEV,
 ) -> tuple[Template, StreamingGateway]:
-    gateway = _new_gateway(region=region, config=config, aliases=aliases)
+    gateway = _new_gateway(
+        region=region, config=config, aliases=aliases, routes=routes, stage=stage
+    )
     return Template.from_stack(Stack.of(gateway)), gateway
 
 
-def _config(**sections: dict[str, Any]) -> GatewayConfig:
+def _config(**sections: Any) -> GatewayConfig:
     return GatewayConfig.model_validate(sections)
+
+
+def _join(value: Any, refs: Mapping[str, str]) -> str:
+    """A string, or ``{"Fn::Join": ["", [...]]}`` with each ``Ref`` replaced from ``refs``."""
+    if isinstance(value, str):
+        return value
+    delimiter, parts = value["Fn::Join"]
+    return str(delimiter).join(p if isinstance(p, str) else refs[p["Ref"]] for p in parts)
+
+
+def _placeholder_key_ids(template: Template) -> dict[str, str]:
+    """Logical id of every API key → a 10-character stand-in for the id AWS generates."""
+    keys = template.find_resources("AWS::ApiGateway::ApiKey")
+    return {logical_id: f"key{i:07d}" for i, logical_id in enumerate(sorted(keys))}
+
+
+def _consumer_table(template: Template) -> tuple[ConsumerTable, dict[str, str]]:
+    """The consumer table as the function would parse it, and placeholder id → logical id."""
+    ids = _placeholder_key_ids(template)
+    raw = _function_env(template)[CONSUMERS_ENV]
+    assert set(raw) == {"Fn::Join"}, "key ids are resolved by CloudFormation"
+    refs = {p["Ref"] for p in raw["Fn::Join"][1] if isinstance(p, dict)}
+    assert refs == set(ids), "only API key ids are substituted"
+    table = ConsumerTable.model_validate_json(_join(raw, ids))
+    return table, {placeholder: logical_id for logical_id, placeholder in ids.items()}
 
 
 # --- API Gateway: streaming proxy methods ------------------------------------------------
@@ -230,46 +297,289 @@ def test_account_cloudwatch_role_is_retained_or_left_alone() -> None:
     assert "apigateway.amazonaws.com" not in json.dumps(template.find_resources("AWS::IAM::Role"))
 
 
-# --- Keys and usage plan ------------------------------------------------------------------
+# --- Tiers, keys and usage plans ------------------------------------------------------------
+
+THREE_CONSUMERS = _config(
+    tiers={
+        "gold": {"rate_limit": 50, "burst_limit": 100, "requests_per_month": 1_000_000,
+                 "tokens_per_month": 90_000_000, "default_reservation": 2048},
+        "free": {"rate_limit": 0.5, "burst_limit": 1, "requests_per_day": 50,
+                 "tokens_per_day": 10_000, "default_reservation": 256},
+        "internal": {"rate_limit": 100, "burst_limit": 200, "default_reservation": 4096},
+    },
+    consumers=[
+        {"name": "team-a", "tier": "gold"},
+        {"name": "hackathon", "tier": "free", "routes": ["cheap"]},
+        {"name": "ci", "tier": "free"},
+    ],
+)  # fmt: skip
 
 
-def test_usage_plan_throttles_and_caps_the_generated_key(gateway_template: Template) -> None:
+def _plans_by_description(template: Template) -> dict[str, dict[str, Any]]:
+    return {
+        plan["Properties"]["Description"].split(" ")[3].rstrip(":"): plan["Properties"]
+        | {"LogicalId": logical_id}
+        for logical_id, plan in template.find_resources("AWS::ApiGateway::UsagePlan").items()
+    }
+
+
+def _plan_of_each_key(template: Template) -> dict[str, str]:
+    """API key logical id → usage plan logical id."""
+    bindings = template.find_resources("AWS::ApiGateway::UsagePlanKey").values()
+    result: dict[str, str] = {}
+    for binding in bindings:
+        props = binding["Properties"]
+        assert props["KeyType"] == "API_KEY"
+        key = props["KeyId"]["Ref"]
+        assert key not in result, "a key can be in one usage plan per stage"
+        result[key] = props["UsagePlanId"]["Ref"]
+    return result
+
+
+def test_default_config_has_two_tier_plans_and_one_default_key(
+    gateway_template: Template,
+) -> None:
     stage = Capture()
+    plans = _plans_by_description(gateway_template)
+    assert set(plans) == {"standard", "trial"}
+    assert plans["standard"]["Throttle"] == {"RateLimit": 10, "BurstLimit": 20}
+    assert plans["standard"]["Quota"] == {"Limit": 10000, "Period": "DAY"}
+    assert plans["trial"]["Throttle"] == {"RateLimit": 1, "BurstLimit": 2}
+    assert plans["trial"]["Quota"] == {"Limit": 200, "Period": "DAY"}
     gateway_template.has_resource_properties(
         "AWS::ApiGateway::UsagePlan",
-        {
-            "Throttle": {"RateLimit": 10, "BurstLimit": 20},
-            "Quota": {"Limit": 10000, "Period": "DAY"},
-            "ApiStages": [Match.object_like({"Stage": {"Ref": stage}})],
-        },
+        {"ApiStages": [Match.object_like({"Stage": {"Ref": stage}})]},
     )
     stages = gateway_template.find_resources("AWS::ApiGateway::Stage")
     assert list(stages) == [stage.as_string()]
+    for plan in plans.values():
+        assert len(plan["ApiStages"]) == 1
+        assert plan["ApiStages"][0]["Stage"] == {"Ref": stage.as_string()}
     ((key_id, key),) = gateway_template.find_resources("AWS::ApiGateway::ApiKey").items()
     assert key["Properties"]["Enabled"] is True
-    assert "Value" not in key["Properties"], "AWS must generate the key value"
-    gateway_template.has_resource_properties(
-        "AWS::ApiGateway::UsagePlanKey", {"KeyId": {"Ref": key_id}, "KeyType": "API_KEY"}
-    )
+    assert "default" in key["Properties"]["Description"]
+    assert _plan_of_each_key(gateway_template) == {key_id: plans["standard"]["LogicalId"]}
 
 
-def test_quota_and_limits_come_from_config() -> None:
-    config = _config(
-        api={"throttle_rate_limit": 2.5, "throttle_burst_limit": 5, "quota_requests_per_day": None}
-    )
-    template, _ = _gateway(config=config)
-    plan = template.find_resources("AWS::ApiGateway::UsagePlan")
-    (props,) = [p["Properties"] for p in plan.values()]
-    assert props["Throttle"] == {"RateLimit": 2.5, "BurstLimit": 5}
-    assert "Quota" not in props
+def test_one_plan_per_tier_and_one_key_per_consumer_in_its_tier() -> None:
+    template, gateway = _gateway(config=THREE_CONSUMERS, aliases=[LLAMA, "cheap"])
+    plans = _plans_by_description(template)
+    assert set(plans) == {"gold", "free", "internal"}
+    assert plans["gold"]["Throttle"] == {"RateLimit": 50, "BurstLimit": 100}
+    assert plans["gold"]["Quota"] == {"Limit": 1_000_000, "Period": "MONTH"}
+    assert plans["free"]["Throttle"] == {"RateLimit": 0.5, "BurstLimit": 1}
+    assert plans["free"]["Quota"] == {"Limit": 50, "Period": "DAY"}
+    assert "Quota" not in plans["internal"]
+    stack = Stack.of(gateway)
+    key_ids = {
+        name: stack.get_logical_id(key.node.default_child)  # type: ignore[arg-type]
+        for name, key in gateway.api_keys.items()
+    }
+    assert list(key_ids) == ["team-a", "hackathon", "ci"]
+    assert _plan_of_each_key(template) == {
+        key_ids["team-a"]: plans["gold"]["LogicalId"],
+        key_ids["hackathon"]: plans["free"]["LogicalId"],
+        key_ids["ci"]: plans["free"]["LogicalId"],
+    }
+    assert set(gateway.usage_plans) == {"gold", "free", "internal"}
 
 
-def test_more_keys_can_join_the_default_plan() -> None:
+def test_no_key_value_is_in_the_template(gateway_template: Template) -> None:
+    """AWS generates every key's value; the template never carries one."""
+    template, _ = _gateway(config=THREE_CONSUMERS, aliases=[LLAMA, "cheap"])
+    for t in (gateway_template, template):
+        keys = t.find_resources("AWS::ApiGateway::ApiKey")
+        assert keys
+        for key in keys.values():
+            assert "Value" not in key["Properties"]
+            assert "GenerateDistinctId" not in key["Properties"]
+
+
+def test_usage_plan_keys_do_not_depend_on_consumer_order() -> None:
+    """Reordering consumers in gateway.yaml must not replace a key's plan binding."""
+
+    def binding_ids(consumers: list[dict[str, str]]) -> set[str]:
+        template, _ = _gateway(config=_config(consumers=consumers))
+        return set(template.find_resources("AWS::ApiGateway::UsagePlanKey"))
+
+    a = {"name": "a", "tier": "standard"}
+    b = {"name": "b", "tier": "standard"}
+    assert binding_ids([a, b]) == binding_ids([b, a])
+
+
+def test_add_consumer_joins_its_tier_and_the_consumer_table() -> None:
     gateway = _new_gateway()
-    gateway.add_api_key("TeamKey", description="Team A")
+    key = gateway.add_consumer("team-b", tier="trial", routes=[LLAMA])
+    assert gateway.api_keys["team-b"] is key
     template = Template.from_stack(Stack.of(gateway))
     template.resource_count_is("AWS::ApiGateway::ApiKey", 2)
     template.resource_count_is("AWS::ApiGateway::UsagePlanKey", 2)
+    table, by_placeholder = _consumer_table(template)
+    assert sorted(c.name for c in table.consumers.values()) == ["default", "team-b"]
+    team_b = table.by_name("team-b")
+    assert team_b is not None
+    assert team_b.tier == "trial"
+    assert team_b.routes == (LLAMA,)
+    stack = Stack.of(gateway)
+    (placeholder,) = [p for p, c in table.consumers.items() if c.name == "team-b"]
+    assert by_placeholder[placeholder] == stack.get_logical_id(key.node.default_child)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "Team_B", "tier": "trial"}, "lower-case words joined by hyphens"),
+        ({"name": "team-b", "tier": "gold"}, r"unknown tier 'gold'; use one of \['standard'"),
+        ({"name": "team-b", "tier": "trial", "routes": ["nope"]}, "no route serves"),
+        ({"name": "default", "tier": "trial"}, "clashes with 'default'"),
+    ],
+)
+def test_add_consumer_rejects_what_would_not_work(kwargs: dict[str, Any], message: str) -> None:
+    gateway = _new_gateway()
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=message):
+        gateway.add_consumer(name, **kwargs)
+
+
+# --- Consumer table -------------------------------------------------------------------------
+
+
+def test_consumer_table_maps_each_key_id_to_its_consumer(gateway_template: Template) -> None:
+    table, by_placeholder = _consumer_table(gateway_template)
+    ((placeholder, consumer),) = table.consumers.items()
+    assert consumer.name == "default"
+    assert consumer.tier == "standard"
+    assert consumer.routes is None
+    assert by_placeholder[placeholder] in gateway_template.find_resources("AWS::ApiGateway::ApiKey")
+    assert [t.name for t in table.tiers] == ["standard", "trial"]
+    standard, trial = table.tiers
+    assert (standard.tokens_per_day, standard.tokens_per_month) == (2_000_000, None)
+    assert standard.default_reservation == 1024
+    assert (trial.tokens_per_day, trial.tokens_per_month) == (50_000, 500_000)
+    assert trial.default_reservation == 512
+
+
+def test_consumer_table_carries_tiers_routes_and_every_key() -> None:
+    template, gateway = _gateway(config=THREE_CONSUMERS, aliases=[LLAMA, "cheap"])
+    table, by_placeholder = _consumer_table(template)
+    stack = Stack.of(gateway)
+    by_logical_id = {
+        stack.get_logical_id(key.node.default_child): name  # type: ignore[arg-type]
+        for name, key in gateway.api_keys.items()
+    }
+    assert {
+        placeholder: (c.name, c.tier, c.routes) for placeholder, c in table.consumers.items()
+    } == {
+        placeholder: (
+            by_logical_id[logical_id],
+            {"team-a": "gold", "hackathon": "free", "ci": "free"}[by_logical_id[logical_id]],
+            ("cheap",) if by_logical_id[logical_id] == "hackathon" else None,
+        )
+        for placeholder, logical_id in by_placeholder.items()
+    }
+    tiers = {t.name: t for t in table.tiers}
+    assert tiers["gold"].tokens_per_month == 90_000_000
+    assert tiers["gold"].tokens_per_day is None
+    assert tiers["internal"].tokens_per_day is None
+    assert tiers["internal"].tokens_per_month is None
+    assert tiers["internal"].default_reservation == 4096
+    hackathon = table.by_name("hackathon")
+    assert hackathon is not None
+    assert hackathon.may_use("cheap")
+    assert not hackathon.may_use(LLAMA)
+    # The same table with given ids, for local runs (no API Gateway).
+    local = ConsumerTable.model_validate(gateway.consumer_table())
+    assert sorted(local.consumers) == ["ci", "hackathon", "team-a"]
+
+
+def test_consumers_may_be_empty() -> None:
+    template, gateway = _gateway(config=_config(consumers=[]))
+    template.resource_count_is("AWS::ApiGateway::ApiKey", 0)
+    raw = _function_env(template)[CONSUMERS_ENV]
+    table = ConsumerTable.model_validate_json(raw)
+    assert table.consumers == {}
+    assert gateway.api_keys == {}
+
+
+# --- Quota table ----------------------------------------------------------------------------
+
+
+def _quota_table(template: Template) -> tuple[str, dict[str, Any]]:
+    ((logical_id, table),) = template.find_resources("AWS::DynamoDB::Table").items()
+    return logical_id, table
+
+
+def test_quota_table_is_keyed_by_pk_encrypted_recoverable_and_expiring(
+    gateway_template: Template,
+) -> None:
+    logical_id, table = _quota_table(gateway_template)
+    props = table["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert "GlobalSecondaryIndexes" not in props
+    assert "LocalSecondaryIndexes" not in props
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    ((key_id, key),) = gateway_template.find_resources("AWS::KMS::Key").items()
+    assert props["SSESpecification"] == {
+        "SSEEnabled": True,
+        "SSEType": "KMS",
+        "KMSMasterKeyId": {"Fn::GetAtt": [key_id, "Arn"]},
+    }
+    assert key["Properties"]["EnableKeyRotation"] is True
+    # dev: goes with the stack.
+    assert props["DeletionProtectionEnabled"] is False
+    assert table["DeletionPolicy"] == "Delete"
+    assert key["DeletionPolicy"] == "Delete"
+    env = _function_env(gateway_template)
+    assert env[QUOTA_TABLE_ENV] == {"Ref": logical_id}
+    assert LOCAL_CONSUMER_ENV not in env
+
+
+def test_quota_table_is_the_one_the_quota_code_expects() -> None:
+    """Key and TTL attribute names are a contract with lambda/llm_gateway/quota.py."""
+    from llm_gateway import quota
+    from llm_serving import quota_table
+
+    assert (quota_table.PARTITION_KEY, quota_table.TTL_ATTRIBUTE) == (
+        quota.PARTITION_KEY,
+        quota.TTL_ATTRIBUTE,
+    )
+
+
+def test_prod_retains_and_protects_the_quota_table() -> None:
+    template, _ = _gateway(stage=Stage.PROD)
+    _, table = _quota_table(template)
+    assert table["Properties"]["DeletionProtectionEnabled"] is True
+    assert table["DeletionPolicy"] == "Retain"
+    assert table["UpdateReplacePolicy"] == "Retain"
+    (key,) = [k for i, k in template.find_resources("AWS::KMS::Key").items() if "Quota" in i]
+    assert key["DeletionPolicy"] == "Retain"
+    assert key["Properties"]["PendingWindowInDays"] == 30
+
+
+def test_function_gets_item_actions_on_the_quota_table_only(gateway_template: Template) -> None:
+    table_id, _ = _quota_table(gateway_template)
+    ((key_id, _),) = gateway_template.find_resources("AWS::KMS::Key").items()
+    statements = list(iam_statements(gateway_template))
+    dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in _actions(s))]
+    assert len(dynamodb) == 1
+    assert sorted(_actions(dynamodb[0])) == [
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]
+    assert sorted(_actions(dynamodb[0])) == sorted(ITEM_ACTIONS)
+    assert dynamodb[0]["Resource"] == {"Fn::GetAtt": [table_id, "Arn"]}
+    assert "Condition" not in dynamodb[0]
+    kms = [s for s in statements if any(a.startswith("kms:") for a in _actions(s))]
+    assert len(kms) == 1
+    assert sorted(_actions(kms[0])) == ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+    assert sorted(_actions(kms[0])) == sorted(KEY_ACTIONS)
+    assert kms[0]["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert kms[0]["Condition"] == {"StringLike": {"kms:ViaService": "dynamodb.*.amazonaws.com*"}}
+    assert all("*" not in a for s in statements for a in _actions(s))
 
 
 # --- Function -------------------------------------------------------------------------------
@@ -303,33 +613,46 @@ def test_function_environment(gateway_template: Template) -> None:
         "AWS_LWA_PORT",
         "AWS_LWA_READINESS_CHECK_PATH",
         "LLM_GATEWAY_ROUTES",
+        "LLM_GATEWAY_CONSUMERS",
+        "LLM_GATEWAY_QUOTA_TABLE",
         "LLM_GATEWAY_MAX_REQUEST_BYTES",
         "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S",
         "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S",
     }
+    assert LOCAL_CONSUMER_ENV not in env, "local runs only: it bypasses the API key"
     assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
     assert env["AWS_LWA_PORT"] == "8080"
     assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/healthz"
     assert env["LLM_GATEWAY_MAX_REQUEST_BYTES"] == "1048576"
-    # The runtime parses exactly this environment.
-    settings = Settings.from_env(env)
+    # The runtime parses exactly this environment (deploy-time values as placeholders).
+    resolved = {
+        name: _join(value, _placeholder_key_ids(gateway_template))
+        if name == CONSUMERS_ENV
+        else ("quota-table" if name == QUOTA_TABLE_ENV else value)
+        for name, value in env.items()
+    }
+    settings = Settings.from_env(resolved)
     assert settings.max_request_bytes == 1_048_576
     assert settings.upstream_connect_timeout_s == 5.0
     assert settings.upstream_read_timeout_s == 120.0
 
 
 def test_route_table_matches_the_model_configs(gateway_template: Template, built: BuiltApp) -> None:
-    raw = _function_env(gateway_template)["LLM_GATEWAY_ROUTES"]
+    raw = _function_env(gateway_template)[ROUTES_ENV]
+    assert isinstance(raw, str), "the route table has no deploy-time values"
     table = RouteTable.model_validate_json(raw)
     assert json.loads(raw) == built.gateway.gateway.route_table
     assert [r.model for r in table.routes] == [DEEPSEEK, LLAMA]
+    assert (table.cooldown_failures, table.cooldown_s) == (3, 30.0)
     for route in table.routes:
         (backend,) = route.backends
         endpoint = built.models[route.model].endpoint
         assert backend.name == route.model
         assert backend.endpoint_name == endpoint.endpoint_name
         assert backend.format == endpoint.config.stream_format
+        assert backend.weight is None
+        assert (route.first_byte_timeout_s, route.max_attempts, route.sticky) == (60.0, 2, False)
     deepseek = table.get(DEEPSEEK)
     llama = table.get(LLAMA)
     assert deepseek is not None
@@ -342,6 +665,58 @@ def test_route_table_matches_the_model_configs(gateway_template: Template, built
     assert llama.backends[0].prompt_template == "llama2"
     assert llama.backends[0].custom_attributes == "accept_eula=true"
     assert llama.backends[0].max_tokens_default == 1024
+
+
+def _canary_routes(endpoints: Endpoints) -> RoutesArg:
+    stable, canary = endpoints[LLAMA], endpoints["llama-canary"]
+    return {
+        "llama": GatewayRoute(
+            backends=(RouteBackend(stable, weight=90), RouteBackend(canary, weight=10)),
+            first_byte_timeout_s=20,
+            max_attempts=3,
+            sticky=True,
+        ),
+        "llama-fallback": GatewayRoute.to(canary, stable),
+        LLAMA: [stable],
+    }
+
+
+def test_route_table_has_weights_deadlines_attempts_and_cooldown() -> None:
+    config = _config(fallback={"cooldown_failures": 5, "cooldown_s": 12.5})
+    template, gateway = _gateway(config=config, routes=_canary_routes)
+    table = RouteTable.model_validate_json(_function_env(template)[ROUTES_ENV])
+    assert (table.cooldown_failures, table.cooldown_s) == (5, 12.5)
+    llama = table.get("llama")
+    assert llama is not None
+    assert [(b.name, b.weight) for b in llama.backends] == [
+        (LLAMA, 90),
+        ("llama-canary", 10),
+    ]
+    assert (llama.first_byte_timeout_s, llama.max_attempts, llama.sticky) == (20.0, 3, True)
+    fallback = table.get("llama-fallback")
+    assert fallback is not None
+    assert [(b.name, b.weight) for b in fallback.backends] == [
+        ("llama-canary", None),
+        (LLAMA, None),
+    ]
+    endpoints = {b.endpoint_name for route in table.routes for b in route.backends}
+    assert len(endpoints) == 2
+    # Both endpoints, each once, in the invoke grant.
+    (invoke,) = [s for s in iam_statements(template) if "sagemaker:InvokeEndpoint" in _actions(s)]
+    assert len(invoke["Resource"]) == 2
+    assert gateway.routes["llama"].backends[1].weight == 10
+
+
+def test_route_validation() -> None:
+    endpoint = _new_gateway().routes[LLAMA].backends[0].endpoint
+    with pytest.raises(ValueError, match="at least one backend"):
+        GatewayRoute(backends=())
+    with pytest.raises(ValueError, match="weights sum to 0"):
+        GatewayRoute(backends=(RouteBackend(endpoint, 0),))
+    with pytest.raises(ValueError, match="not within 0–1000"):
+        RouteBackend(endpoint, 1001)
+    with pytest.raises(ValueError, match="max_attempts"):
+        GatewayRoute(backends=(RouteBackend(endpoint),), max_attempts=6)
 
 
 def test_function_role_has_no_managed_policies_and_invokes_only_the_routed_endpoints(
@@ -375,6 +750,8 @@ def test_function_role_has_no_managed_policies_and_invokes_only_the_routed_endpo
     assert logs_statement["Resource"] == {
         "Fn::GetAtt": [function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"], "Arn"]
     }
+    services = sorted({a.split(":")[0] for s in statements for a in _actions(s)})
+    assert services == ["dynamodb", "kms", "logs", "sagemaker", "xray"]
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
@@ -390,7 +767,7 @@ def _flatten_arn(resource: Any) -> str:
     return "".join(p if isinstance(p, str) else "${" + p["Ref"] + "}" for p in parts)
 
 
-def test_gateway_stack_imports_nothing_and_outputs_url_and_key(
+def test_gateway_stack_imports_nothing_and_outputs_url_keys_and_table(
     gateway_template: Template,
 ) -> None:
     assert "Fn::ImportValue" not in json.dumps(gateway_template.to_json())
@@ -398,13 +775,17 @@ def test_gateway_stack_imports_nothing_and_outputs_url_and_key(
     url = json.dumps(outputs["ApiUrl"]["Value"])
     assert url.endswith('"/v1"]]}')
     assert ".execute-api.us-east-1." in url
-    assert (
-        "aws apigateway get-api-key --api-key <id> --include-value"
-        in (outputs["ApiKeyId"]["Description"])
-    )
-    assert outputs["ApiKeyId"]["Value"]["Ref"] in gateway_template.find_resources(
-        "AWS::ApiGateway::ApiKey"
-    )
+    key = outputs["ApiKeyIdDefault"]
+    assert "aws apigateway get-api-key --api-key <id> --include-value" in key["Description"]
+    assert "consumer default (tier standard)" in key["Description"]
+    assert key["Value"]["Ref"] in gateway_template.find_resources("AWS::ApiGateway::ApiKey")
+    table_id, _ = _quota_table(gateway_template)
+    assert outputs["QuotaTableName"]["Value"] == {"Ref": table_id}
+    assert {o for o in outputs if not o.startswith("GatewayApiEndpoint")} == {
+        "ApiUrl",
+        "ApiKeyIdDefault",
+        "QuotaTableName",
+    }
 
 
 def test_prod_keeps_logs_for_a_year_and_protects_the_stack() -> None:
@@ -415,6 +796,9 @@ def test_prod_keeps_logs_for_a_year_and_protects_the_stack() -> None:
     for group in template.find_resources("AWS::Logs::LogGroup").values():
         assert group["Properties"]["RetentionInDays"] == 365
         assert group["DeletionPolicy"] == "Retain"
+    _, table = _quota_table(template)
+    assert table["DeletionPolicy"] == "Retain"
+    assert table["Properties"]["DeletionProtectionEnabled"] is True
 
 
 # --- Config knobs ---------------------------------------------------------------------------
@@ -470,6 +854,24 @@ def test_environment_over_4_kb_fails_synth_clearly() -> None:
     aliases = [f"alias-{i:03d}" for i in range(40)]
     with pytest.raises(ValueError, match=r"over Lambda's 4096-byte limit.*route fewer models"):
         _gateway(aliases=aliases)
+
+
+def test_environment_check_counts_consumers_with_estimated_key_ids() -> None:
+    """Key ids are unknown until deploy; the check counts each as 10 characters."""
+    many = [{"name": f"consumer-{i:03d}", "tier": "standard"} for i in range(60)]
+    with pytest.raises(
+        ValueError, match=r"over Lambda's 4096-byte limit.*60 consumer\(s\); API key ids estimated"
+    ):
+        _gateway(config=_config(consumers=many))
+    gateway = _new_gateway(config=_config(consumers=many[:30]))
+
+    def add_many() -> None:
+        for i in range(100):
+            gateway.add_consumer(f"late-{i}", tier="trial")
+
+    with pytest.raises(ValueError, match="serve fewer consumers"):
+        add_many()
+    assert 30 < len(gateway.consumers) < 130, "the keys that fit were added"
 
 
 def test_empty_routes_are_rejected() -> None:

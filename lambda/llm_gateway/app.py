@@ -1,9 +1,12 @@
-"""The ASGI app (Starlette): routes, body limit, and OpenAI-format errors for everything."""
+"""The ASGI app (Starlette): routes, body limit, identity, quotas, and OpenAI-format errors."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+import random
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -11,12 +14,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from llm_gateway import admission
 from llm_gateway.errors import GatewayError, model_not_found
-from llm_gateway.request import parse_chat_request
-from llm_gateway.service import aggregate, open_stream, sse_events
+from llm_gateway.identity import Caller, identify
+from llm_gateway.quota import QuotaExceeded, QuotaStore, QuotaUnavailable, Reservation
+from llm_gateway.request import ChatRequest, parse_chat_request
+from llm_gateway.routing import BackendHealth, attempt_order
+from llm_gateway.service import Outcome, aggregate, open_stream, sse_events
 
 if TYPE_CHECKING:
-    from llm_gateway.service import Invoker
+    from llm_gateway.routes import Backend
+    from llm_gateway.service import Invoker, OnEnd
     from llm_gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,32 +53,148 @@ def _error_response(error: GatewayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def create_app(settings: Settings, invoker: Invoker) -> Starlette:
-    """The gateway app for ``settings``, reaching backends through ``invoker``."""
-    routes = settings.routes
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, GatewayError):
+        await task
 
-    async def chat_completions(request: Request) -> Response:
-        raw = await read_body(request, settings.max_request_bytes)
+
+class Gateway:
+    """Request handling state: settings, the backend invoker, quotas, backend health."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        invoker: Invoker,
+        *,
+        quota: QuotaStore | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if settings.consumers is not None and quota is None:
+            raise ValueError("consumers are configured but no quota store was given")
+        self.settings = settings
+        self.invoker = invoker
+        self.quota = quota
+        self.rng = rng or random.Random()
+        self.health = BackendHealth(
+            failures=settings.routes.cooldown_failures, cooldown_s=settings.routes.cooldown_s
+        )
+
+    def _caller(self, request: Request) -> Caller | None:
+        table = self.settings.consumers
+        if table is None:
+            return None
+        return identify(request.headers, table, self.settings.local_consumer)
+
+    async def _reserve(
+        self, caller: Caller | None, chat: ChatRequest, opening: asyncio.Task[Any]
+    ) -> Reservation | None:
+        """Reserve the request's tokens while the backend is already being opened."""
+        if caller is None or self.quota is None:
+            return None
+        amount = admission.prompt_estimate(chat) + (
+            admission.output_allowance(chat, caller.tier) or 0
+        )
+        try:
+            return await asyncio.to_thread(
+                self.quota.reserve,
+                request_id=caller.request_id,
+                consumer=caller.consumer.name,
+                tier=caller.tier,
+                amount=amount,
+            )
+        except QuotaExceeded as exc:
+            await _cancel(opening)
+            raise admission.quota_error(exc) from None
+        except QuotaUnavailable:
+            logger.exception("quota store unavailable")
+            await _cancel(opening)
+            raise admission.quota_unavailable() from None
+
+    def _settler(self, reservation: Reservation | None, chat: ChatRequest) -> OnEnd | None:
+        if reservation is None or self.quota is None:
+            return None
+        quota = self.quota
+        prompt = admission.prompt_estimate(chat)
+
+        async def settle(outcome: Outcome) -> None:
+            used = admission.charged_tokens(outcome, prompt)
+            try:
+                await asyncio.to_thread(quota.settle, reservation, used)
+            except QuotaUnavailable:
+                logger.exception("settling %s failed", reservation.request_id)
+
+        return settle
+
+    async def chat_completions(self, request: Request) -> Response:
+        raw = await read_body(request, self.settings.max_request_bytes)
         chat = parse_chat_request(raw)
-        route = routes.get(chat.model)
-        if route is None:
+        caller = self._caller(request)
+        route = self.settings.routes.get(chat.model)
+        if route is None or (caller is not None and not caller.consumer.may_use(chat.model)):
             raise model_not_found(chat.model)
-        stream = await open_stream(chat, route, invoker)
+        allowance = admission.output_allowance(chat, caller.tier if caller else None)
+
+        def max_tokens(backend: Backend) -> int:
+            if chat.output_limit is not None:
+                return chat.output_limit
+            return min(allowance or backend.max_tokens_default, backend.max_tokens_default)
+
+        order = attempt_order(
+            route,
+            consumer=caller.consumer.name if caller else "",
+            rng=self.rng,
+            health=self.health,
+        )
+        opening = asyncio.create_task(
+            open_stream(
+                chat,
+                order,
+                self.invoker,
+                max_tokens=max_tokens,
+                first_byte_timeout_s=route.first_byte_timeout_s,
+                health=self.health,
+            )
+        )
+        reservation = await self._reserve(caller, chat, opening)
+        settle = self._settler(reservation, chat)
+        try:
+            stream = await opening
+        except GatewayError:
+            if reservation is not None and self.quota is not None:
+                # Nothing reached the client: release the whole reservation.
+                await asyncio.to_thread(self.quota.settle, reservation, 0)
+            raise
         headers = {"x-llm-backend": stream.backend.name}
+        if reservation is not None:
+            headers |= admission.ratelimit_headers(reservation.limiting, reservation.remaining)
         if chat.stream:
             return StreamingResponse(
-                sse_events(stream, include_usage=chat.include_usage),
+                sse_events(stream, include_usage=chat.include_usage, on_end=settle),
                 media_type="text/event-stream",
                 headers={**SSE_HEADERS, **headers},
             )
-        return JSONResponse(await aggregate(stream), headers=headers)
+        return JSONResponse(await aggregate(stream, on_end=settle), headers=headers)
 
-    async def list_models(_: Request) -> Response:
+    async def list_models(self, request: Request) -> Response:
+        caller = self._caller(request)
         data = [
             {"id": route.model, "object": "model", "created": 0, "owned_by": "llm-serving"}
-            for route in routes.routes
+            for route in self.settings.routes.routes
+            if caller is None or caller.consumer.may_use(route.model)
         ]
         return JSONResponse({"object": "list", "data": data})
+
+
+def create_app(
+    settings: Settings,
+    invoker: Invoker,
+    *,
+    quota: QuotaStore | None = None,
+    rng: random.Random | None = None,
+) -> Starlette:
+    """The gateway app for ``settings``, reaching backends through ``invoker``."""
+    gateway = Gateway(settings, invoker, quota=quota, rng=rng)
 
     async def ready(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -92,10 +216,10 @@ def create_app(settings: Settings, invoker: Invoker) -> Starlette:
             GatewayError(500, "The gateway failed to process the request.", type="server_error")
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
+            Route("/v1/models", gateway.list_models, methods=["GET"]),
             Route(READINESS_PATH, ready, methods=["GET"]),
         ],
         exception_handlers={
@@ -104,3 +228,5 @@ def create_app(settings: Settings, invoker: Invoker) -> Starlette:
             Exception: unexpected_error,
         },
     )
+    app.state.gateway = gateway
+    return app

@@ -1,16 +1,21 @@
-"""The request path as plain functions: open a backend stream, then relay or aggregate it.
+"""The request path as plain functions: open a backend stream (falling back between backends
+until one produces its first delta), then relay or aggregate it.
 
-Nothing is sent to the client until the backend has produced its first meaningful delta, so
-every failure before that point becomes an ordinary HTTP error (and, later, a fallback);
-after it, failures end the stream with an in-band OpenAI error event.
+Nothing is sent to the client until a backend has produced its first meaningful delta, so
+every failure before that point is either a fallback to the next backend or an ordinary HTTP
+error; after it, failures end the stream with an in-band OpenAI error event and no other
+backend's text is ever spliced in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from llm_gateway.adapters import Delta, InBandError, StreamAdapter, Usage, adapter_for
 from llm_gateway.chunks import DONE, ChunkWriter, completion
@@ -19,10 +24,11 @@ from llm_gateway.errors import GatewayError
 from llm_gateway.upstream import UpstreamError
 
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Protocol
 
     from llm_gateway.request import ChatRequest
-    from llm_gateway.routes import Backend, Route
+    from llm_gateway.routes import Backend
+    from llm_gateway.routing import BackendHealth
 
     class Stream(Protocol):
         def __aiter__(self) -> AsyncIterator[bytes]: ...
@@ -49,6 +55,14 @@ def _incomplete() -> GatewayError:
 
 
 @dataclass
+class Outcome:
+    """What a finished (or abandoned) response produced: for settling token reservations."""
+
+    usage: Usage | None = None
+    text_deltas: int = 0
+
+
+@dataclass
 class OpenStream:
     """A backend stream that has produced its first delta(s); nothing sent to the client yet."""
 
@@ -56,6 +70,8 @@ class OpenStream:
     first: list[Delta]
     rest: AsyncIterator[Delta]
     upstream: Stream
+    attempts: int
+    failed: list[str] = field(default_factory=list)
 
 
 async def deltas(upstream: AsyncIterable[bytes], adapter: StreamAdapter) -> AsyncIterator[Delta]:
@@ -78,34 +94,73 @@ def _meaningful(delta: Delta) -> bool:
     return bool(delta.content or delta.reasoning or delta.finish_reason or delta.usage)
 
 
-def _in_band(exc: InBandError, backend: Backend) -> GatewayError:
-    logger.warning("in-band error from %s: %s", backend.name, exc)
-    return _model_failed()
-
-
-async def open_stream(request: ChatRequest, route: Route, invoker: Invoker) -> OpenStream:
-    """Invoke the route's backend and wait for its first meaningful delta.
-
-    Raises :class:`GatewayError` for any failure before that delta.
-    """
-    backend = route.backends[0]
-    adapter = adapter_for(backend.format)
-    upstream = invoker.open(backend, adapter.request_body(request, backend))
-    rest = deltas(upstream, adapter)
+async def _prime(rest: AsyncIterator[Delta]) -> list[Delta]:
     first: list[Delta] = []
+    async for delta in rest:
+        first.append(delta)
+        if _meaningful(delta):
+            break
+    return first
+
+
+async def _attempt(
+    request: ChatRequest, backend: Backend, invoker: Invoker, max_tokens: int, deadline_s: float
+) -> OpenStream:
+    adapter = adapter_for(backend.format)
+    upstream = invoker.open(backend, adapter.request_body(request, backend, max_tokens))
+    rest = deltas(upstream, adapter)
     try:
-        async for delta in rest:
-            first.append(delta)
-            if _meaningful(delta):
-                break
-    except UpstreamError as failure:
+        first = await asyncio.wait_for(_prime(rest), timeout=deadline_s)
+    except TimeoutError:
         upstream.close()
-        logger.warning("backend %s failed before the first byte: %s", backend.name, failure)
-        raise failure.to_gateway_error() from None
-    except InBandError as exc:
+        detail = f"no first byte within {deadline_s:g} s"
+        raise UpstreamError("timeout", detail, retryable=True) from None
+    except BaseException:
         upstream.close()
-        raise _in_band(exc, backend) from None
-    return OpenStream(backend=backend, first=first, rest=rest, upstream=upstream)
+        raise
+    return OpenStream(backend=backend, first=first, rest=rest, upstream=upstream, attempts=1)
+
+
+async def open_stream(
+    request: ChatRequest,
+    order: Sequence[Backend],
+    invoker: Invoker,
+    *,
+    max_tokens: Callable[[Backend], int],
+    first_byte_timeout_s: float,
+    health: BackendHealth | None = None,
+) -> OpenStream:
+    """Try ``order`` until a backend produces its first meaningful delta.
+
+    Backend faults (5xx, unavailable, throttled, internal, connection, in-band error, no first
+    delta within the deadline) move to the next backend; a rejection of the request itself
+    (the model's 4xx) does not. Raises :class:`GatewayError` when no attempt succeeds.
+    """
+    failed: list[str] = []
+    last: GatewayError = _model_failed()
+    for number, backend in enumerate(order, start=1):
+        try:
+            stream = await _attempt(
+                request, backend, invoker, max_tokens(backend), first_byte_timeout_s
+            )
+        except UpstreamError as failure:
+            logger.warning("attempt %d on %s failed: %s", number, backend.name, failure)
+            if not failure.retryable:
+                raise failure.to_gateway_error() from None
+            last = failure.to_gateway_error()
+        except InBandError as exc:
+            logger.warning("attempt %d on %s failed in-band: %s", number, backend.name, exc)
+            last = _model_failed()
+        else:
+            if health is not None:
+                health.record_success(backend)
+            stream.attempts = number
+            stream.failed = failed
+            return stream
+        failed.append(backend.name)
+        if health is not None:
+            health.record_failure(backend)
+    raise last
 
 
 async def _all(stream: OpenStream) -> AsyncIterator[Delta]:
@@ -115,52 +170,88 @@ async def _all(stream: OpenStream) -> AsyncIterator[Delta]:
         yield delta
 
 
-async def sse_events(stream: OpenStream, *, include_usage: bool) -> AsyncIterator[bytes]:
-    """The client's SSE body: chunks as they arrive, usage if asked, then ``[DONE]``."""
+OnEnd = Callable[[Outcome], Awaitable[None]]
+
+
+class _EndOnce:
+    """Release the upstream and report the outcome exactly once, even while the request is
+    being cancelled (a client that disconnects must still be charged)."""
+
+    def __init__(self, stream: OpenStream, on_end: OnEnd | None) -> None:
+        self._stream = stream
+        self._on_end = on_end
+        self._done = False
+
+    async def __call__(self, outcome: Outcome) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._stream.upstream.close()
+        if self._on_end is not None:
+            with anyio.CancelScope(shield=True):
+                await self._on_end(outcome)
+
+
+async def sse_events(
+    stream: OpenStream, *, include_usage: bool, on_end: OnEnd | None = None
+) -> AsyncIterator[bytes]:
+    """The client's SSE body: chunks as they arrive, usage if asked, then ``[DONE]``.
+
+    The outcome is reported before the last event is sent, so that a client that has read the
+    whole stream has also been charged (and Lambda may freeze the function right after).
+    """
     writer = ChunkWriter(stream.backend.name)
-    usage: Usage | None = None
+    outcome = Outcome()
+    end = _EndOnce(stream, on_end)
     finished = False
     try:
         async for delta in _all(stream):
             if delta.usage is not None:
-                usage = delta.usage
+                outcome.usage = delta.usage
             elif delta.content or delta.reasoning or delta.finish_reason:
                 finished = finished or delta.finish_reason is not None
+                outcome.text_deltas += bool(delta.content or delta.reasoning)
                 yield writer.delta(delta)
+        await end(outcome)
         if not finished:
             yield writer.error(_incomplete())
             return
-        if include_usage and usage is not None:
-            yield writer.usage(usage)
+        if include_usage and outcome.usage is not None:
+            yield writer.usage(outcome.usage)
         yield DONE
     except UpstreamError as failure:
         logger.warning("backend %s failed mid-stream: %s", stream.backend.name, failure)
+        await end(outcome)
         yield writer.error(failure.to_gateway_error())
     except InBandError as exc:
-        yield writer.error(_in_band(exc, stream.backend))
+        logger.warning("in-band error from %s mid-stream: %s", stream.backend.name, exc)
+        await end(outcome)
+        yield writer.error(_model_failed())
     finally:
-        stream.upstream.close()
+        await end(outcome)
 
 
-async def aggregate(stream: OpenStream) -> dict[str, Any]:
+async def aggregate(stream: OpenStream, *, on_end: OnEnd | None = None) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` built from the same stream."""
     content: list[str] = []
     reasoning: list[str] = []
     finish: str | None = None
-    usage: Usage | None = None
+    outcome = Outcome()
     try:
         async for delta in _all(stream):
             content.append(delta.content)
             reasoning.append(delta.reasoning)
             finish = delta.finish_reason or finish
-            usage = delta.usage or usage
+            outcome.usage = delta.usage or outcome.usage
+            outcome.text_deltas += bool(delta.content or delta.reasoning)
     except UpstreamError as failure:
         logger.warning("backend %s failed mid-response: %s", stream.backend.name, failure)
         raise failure.to_gateway_error() from None
     except InBandError as exc:
-        raise _in_band(exc, stream.backend) from None
+        logger.warning("in-band error from %s mid-response: %s", stream.backend.name, exc)
+        raise _model_failed() from None
     finally:
-        stream.upstream.close()
+        await _EndOnce(stream, on_end)(outcome)
     if finish is None:
         raise _incomplete()
     return completion(
@@ -168,5 +259,5 @@ async def aggregate(stream: OpenStream) -> dict[str, Any]:
         content="".join(content),
         reasoning="".join(reasoning),
         finish_reason=finish,
-        usage=usage,
+        usage=outcome.usage,
     )

@@ -7,6 +7,12 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llm_gateway.consumers import (
+    CONSUMERS_ENV,
+    LOCAL_CONSUMER_ENV,
+    QUOTA_TABLE_ENV,
+    ConsumerTable,
+)
 from llm_gateway.routes import ROUTES_ENV, RouteTable
 
 MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
@@ -22,6 +28,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     routes: RouteTable
+    consumers: ConsumerTable | None = Field(
+        None, description="None: no identities and no token quotas (tests of routing alone)."
+    )
+    quota_table: str | None = None
+    local_consumer: str | None = Field(None, description="Local runs only; see identity.py.")
     max_request_bytes: int = Field(1_048_576, gt=0, le=6_291_456)  # Lambda's 6 MB request cap
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
     upstream_read_timeout_s: float = Field(
@@ -41,8 +52,16 @@ class Settings(BaseModel):
         ):
             if env in environ:
                 values[key] = environ[env]
+        for key, env in (("quota_table", QUOTA_TABLE_ENV), ("local_consumer", LOCAL_CONSUMER_ENV)):
+            if environ.get(env):
+                values[key] = environ[env]
         try:
             values["routes"] = json.loads(raw_routes)
-            return cls.model_validate(values)
+            if environ.get(CONSUMERS_ENV):
+                values["consumers"] = json.loads(environ[CONSUMERS_ENV])
+            settings = cls.model_validate(values)
         except (ValueError, ValidationError) as exc:
             raise SettingsError(f"invalid gateway environment: {exc}") from exc
+        if settings.consumers is not None and settings.quota_table is None:
+            raise SettingsError(f"{CONSUMERS_ENV} is set but {QUOTA_TABLE_ENV} is not")
+        return settings

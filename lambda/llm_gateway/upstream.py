@@ -154,6 +154,9 @@ class UpstreamStream:
                 self._put(classify(exc))
         finally:
             self._put(_END)
+            if self._event_stream is not None:
+                with contextlib.suppress(Exception):
+                    self._event_stream.close()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -170,12 +173,22 @@ class UpstreamStream:
         return item
 
     def close(self) -> None:
-        """Stop reading (client gone or stream finished): releases the connection."""
+        """Stop reading (client gone, deadline passed, or stream finished), without blocking.
+
+        The reader thread may be blocked in a socket read, holding the response's buffer lock,
+        so closing the response from here would wait for the next upstream byte (seconds
+        before a slow first token). Instead the socket's read side is shut down (urllib3's
+        public ``HTTPResponse.shutdown``, urllib3 ≥ 2.3; botocore keeps that response as
+        ``EventStream._raw_stream``), which ends the blocked read at once; the reader thread
+        then closes the response itself. With an older urllib3 the thread exits at the next
+        byte or the read timeout instead.
+        """
         self._closed.set()
-        stream = self._event_stream
-        if stream is not None:
+        raw = getattr(self._event_stream, "_raw_stream", None)
+        shutdown = getattr(raw, "shutdown", None)
+        if shutdown is not None:
             with contextlib.suppress(Exception):
-                stream.close()
+                shutdown()
 
 
 class SageMakerInvoker:

@@ -1,7 +1,12 @@
 """Typed configuration for model deployments (no CDK imports: the gateway runtime reuses it)."""
 
 from llm_serving.config.gateway import (
+    BackendConfig,
+    ConsumerConfig,
+    FallbackConfig,
     GatewayConfig,
+    RouteConfig,
+    TierConfig,
     load_gateway_config,
     parse_gateway_config,
 )
@@ -39,8 +44,11 @@ from llm_serving.config.schema import (
 __all__ = [
     "INSTANCE_GPUS",
     "Architecture",
+    "BackendConfig",
     "BlueGreenDeployment",
     "ConfigError",
+    "ConsumerConfig",
+    "FallbackConfig",
     "FitReport",
     "GatewayConfig",
     "GpuFitError",
@@ -52,9 +60,11 @@ __all__ = [
     "LmiContainer",
     "ModelConfig",
     "RollingDeployment",
+    "RouteConfig",
     "S3Weights",
     "Scaling",
     "TgiContainer",
+    "TierConfig",
     "UnknownImageError",
     "VllmContainer",
     "check_fit",

@@ -1,16 +1,28 @@
 """Typed schema for the streaming gateway (``model_configs/gateway.yaml``).
 
-The file is optional: without it every section takes the defaults below. Like the model
-schema it is frozen and ``extra="forbid"``, so a misspelt key fails synth.
+The file is optional: without it every section takes the defaults below (two tiers, one
+``default`` consumer, one route per model config). Like the model schema it is frozen and
+``extra="forbid"``, so a misspelt key fails synth. References to model configs (route backends,
+and consumers' routes when routes are omitted) are checked by :meth:`GatewayConfig.check_models`
+once the model configs are loaded.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llm_serving.config.loader import ConfigError, _format_errors, _read_yaml
 
@@ -148,16 +160,12 @@ class Upstream(_Strict):
     )
 
 
-class Api(_Strict):
-    """The REST API's default usage plan and account-level settings."""
+_LEGACY_API_KEYS = ("throttle_rate_limit", "throttle_burst_limit", "quota_requests_per_day")
 
-    throttle_rate_limit: float = Field(
-        10, gt=0, description="Steady requests per second per API key (best effort)."
-    )
-    throttle_burst_limit: int = Field(20, ge=1, description="Burst requests per API key.")
-    quota_requests_per_day: int | None = Field(
-        10_000, ge=1, description="Requests per key per day; null for no quota (best effort)."
-    )
+
+class Api(_Strict):
+    """Account-level settings of the REST API (request limits are per tier: ``tiers``)."""
+
     account_cloudwatch_role: bool = Field(
         True,
         description=(
@@ -167,15 +175,315 @@ class Api(_Strict):
         ),
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_to_tiers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            legacy = [key for key in _LEGACY_API_KEYS if key in data]
+            if legacy:
+                raise ValueError(
+                    f"{', '.join(legacy)} moved to the tiers (one usage plan per tier); fix: "
+                    f"remove {'it' if len(legacy) == 1 else 'them'} from api and set "
+                    "rate_limit, burst_limit and requests_per_day under tiers.<name>"
+                )
+        return data
+
+
+# --- Consumers, tiers, routes ------------------------------------------------------------------
+
+NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+"""Tier and consumer names: lower-case words joined by single hyphens (``team-a``)."""
+LowerName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
+
+
+def pascal_case(name: str) -> str:
+    """``team-a`` → ``TeamA``: the CloudFormation-safe form of a tier or consumer name, used in
+    construct and output ids (``ApiKeyIdTeamA``)."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("-"))
+
+
+class TierConfig(_Strict):
+    """What a consumer of this tier may use. Requests and rates are enforced by API Gateway
+    (the tier's usage plan, per API key, best effort); tokens by the gateway function."""
+
+    requests_per_day: int | None = Field(
+        None, ge=1, description="Request quota per key per day (at most one request quota)."
+    )
+    requests_per_month: int | None = Field(
+        None, ge=1, description="Request quota per key per month (at most one request quota)."
+    )
+    rate_limit: float = Field(gt=0, description="Steady requests per second per key.")
+    burst_limit: int = Field(ge=1, description="Burst requests per key.")
+    tokens_per_day: int | None = Field(
+        None, ge=1, description="Prompt + completion tokens per consumer per day; null: none."
+    )
+    tokens_per_month: int | None = Field(
+        None, ge=1, description="Prompt + completion tokens per consumer per month; null: none."
+    )
+    default_reservation: int = Field(
+        gt=0,
+        description=(
+            "Output tokens reserved against the token quotas (and allowed) when a request "
+            "sets no max_tokens."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_request_quota_and_reservations_fit(self) -> TierConfig:
+        if self.requests_per_day is not None and self.requests_per_month is not None:
+            raise ValueError(
+                "requests_per_day and requests_per_month are both set, but a usage plan has one "
+                "request quota; fix: keep one of them"
+            )
+        for field in ("tokens_per_day", "tokens_per_month"):
+            quota = getattr(self, field)
+            if quota is not None and self.default_reservation > quota:
+                raise ValueError(
+                    f"default_reservation ({self.default_reservation}) exceeds {field} "
+                    f"({quota}), so no request without max_tokens could ever be admitted; fix: "
+                    f"lower default_reservation or raise {field}"
+                )
+        return self
+
+    @property
+    def request_quota(self) -> tuple[int, Literal["DAY", "MONTH"]] | None:
+        """``(limit, period)`` of the usage plan's request quota, if any."""
+        if self.requests_per_day is not None:
+            return self.requests_per_day, "DAY"
+        if self.requests_per_month is not None:
+            return self.requests_per_month, "MONTH"
+        return None
+
+
+class ConsumerConfig(_Strict):
+    """One caller: an API key (generated by AWS) in its tier's usage plan."""
+
+    name: LowerName = Field(description="Lower-case id (``team-a``); unique.")
+    tier: str = Field(description="A key of ``tiers``.")
+    routes: tuple[str, ...] | None = Field(
+        None, description="Model aliases this consumer may call; omitted: all of them."
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _no_repeats(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            repeated = sorted({alias for alias in value if value.count(alias) > 1})
+            raise ValueError(f"lists {repeated} more than once; fix: list each alias once")
+        return value
+
+
+class BackendConfig(_Strict):
+    """One backend of a route: a model config (its endpoint) and an optional canary weight."""
+
+    model: str = Field(min_length=1, description="The ``name`` of a model config.")
+    weight: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description=(
+            "Share of first attempts among the weighted backends (canary); unweighted "
+            "backends only serve fallback attempts, in the listed order."
+        ),
+    )
+
+
+class RouteConfig(_Strict):
+    """A model alias clients send as ``model``, served by ordered backends."""
+
+    model: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    backends: tuple[BackendConfig, ...] = Field(min_length=1)
+    first_byte_timeout_s: float = Field(
+        60.0, gt=0, le=900, description="An attempt with no first token by then has failed."
+    )
+    max_attempts: int = Field(2, ge=1, le=5, description="Backends tried per request, at most.")
+    sticky: bool = Field(
+        False, description="Fix the weighted choice per consumer (hashing), e.g. for canaries."
+    )
+
+    @model_validator(mode="after")
+    def _backends_make_sense(self) -> RouteConfig:
+        names = [backend.model for backend in self.backends]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"route {self.model!r} lists a backend model more than once; fix: list each "
+                "model config once"
+            )
+        weights = [b.weight for b in self.backends if b.weight is not None]
+        if weights and sum(weights) == 0:
+            raise ValueError(
+                f"route {self.model!r}: the backend weights sum to 0; fix: give one a weight > 0"
+            )
+        if self.sticky and not weights:
+            raise ValueError(
+                f"route {self.model!r}: sticky only fixes a weighted choice, and no backend has "
+                "a weight; fix: set weights or remove sticky"
+            )
+        return self
+
+
+class FallbackConfig(_Strict):
+    """When the function stops trying a failing backend (per function instance)."""
+
+    cooldown_failures: int = Field(
+        3, ge=1, description="Consecutive failures after which a backend is cooled down."
+    )
+    cooldown_s: float = Field(
+        30.0, ge=0, le=3600, description="How long a cooled-down backend is skipped."
+    )
+
+
+def _default_tiers() -> dict[str, TierConfig]:
+    return {
+        "standard": TierConfig(
+            rate_limit=10,
+            burst_limit=20,
+            requests_per_day=10_000,
+            tokens_per_day=2_000_000,
+            default_reservation=1024,
+        ),
+        "trial": TierConfig(
+            rate_limit=1,
+            burst_limit=2,
+            requests_per_day=200,
+            tokens_per_day=50_000,
+            tokens_per_month=500_000,
+            default_reservation=512,
+        ),
+    }
+
+
+def _default_consumers() -> tuple[ConsumerConfig, ...]:
+    return (ConsumerConfig(name="default", tier="standard"),)
+
 
 class GatewayConfig(_Strict):
-    """Everything about the gateway that is not per model (routes come from the models)."""
+    """Everything about the gateway that is not per model.
+
+    ``routes`` names model configs; :meth:`check_models` checks those names (and consumers'
+    routes when ``routes`` is omitted) once the model configs are known, and
+    :meth:`for_models` narrows the config to the models being deployed.
+    """
 
     web_adapter: WebAdapter = Field(default_factory=WebAdapter)
     function: FunctionSettings = Field(default_factory=FunctionSettings)
     limits: Limits = Field(default_factory=Limits)
     upstream: Upstream = Field(default_factory=Upstream)
     api: Api = Field(default_factory=Api)
+    tiers: dict[LowerName, TierConfig] = Field(default_factory=_default_tiers, min_length=1)
+    consumers: tuple[ConsumerConfig, ...] = Field(default_factory=_default_consumers)
+    routes: tuple[RouteConfig, ...] | None = Field(
+        None, description="Omitted: one route per model config, named after it."
+    )
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> GatewayConfig:
+        self._check_consumers()
+        if self.routes is not None:
+            aliases = [route.model for route in self.routes]
+            for i, alias in enumerate(aliases):
+                if alias in aliases[:i]:
+                    raise ValueError(
+                        f"routes.{i}.model: alias {alias!r} is routed twice; fix: merge the two "
+                        "routes' backends into one route"
+                    )
+            self._check_consumer_routes(aliases, what="the aliases under routes")
+        return self
+
+    def _check_consumers(self) -> None:
+        tiers = sorted(self.tiers)
+        defaulted = "" if "consumers" in self.model_fields_set else " (the default consumer)"
+        seen: dict[str, str] = {}
+        for i, consumer in enumerate(self.consumers):
+            if consumer.tier not in self.tiers:
+                raise ValueError(
+                    f"consumers.{i}.tier: consumer {consumer.name!r}{defaulted} has unknown tier "
+                    f"{consumer.tier!r}; fix: use one of {tiers} or add it under tiers"
+                )
+            key = pascal_case(consumer.name)
+            if key in seen:
+                same = (
+                    "is listed twice"
+                    if seen[key] == consumer.name
+                    else f"and {seen[key]!r} give the same CloudFormation id {key!r}"
+                )
+                raise ValueError(
+                    f"consumers.{i}.name: consumer {consumer.name!r} {same}; fix: give each "
+                    "consumer a distinct name"
+                )
+            seen[key] = consumer.name
+
+    def _check_consumer_routes(self, aliases: Sequence[str], *, what: str) -> None:
+        for i, consumer in enumerate(self.consumers):
+            unknown = [alias for alias in consumer.routes or () if alias not in aliases]
+            if unknown:
+                raise ValueError(
+                    f"consumers.{i}.routes: consumer {consumer.name!r} may call {unknown}, which "
+                    f"no route serves; fix: use {what}: {sorted(aliases)}"
+                )
+
+    def check_models(self, model_names: Collection[str], path: Path | str = GATEWAY_FILE) -> None:
+        """Check the names that refer to model configs (``routes.*.backends.*.model``, and
+        ``consumers.*.routes`` when ``routes`` is omitted); ``path`` names the file in errors.
+        Raises :class:`ConfigError`."""
+        known = sorted(model_names)
+        for i, route in enumerate(self.routes or ()):
+            for j, backend in enumerate(route.backends):
+                if backend.model not in model_names:
+                    raise ConfigError(
+                        f"{path}: routes.{i}.backends.{j}.model: {backend.model!r} is not a "
+                        f"model config; fix: use the name of one of {known}"
+                    )
+        if self.routes is None:
+            try:
+                self._check_consumer_routes(
+                    known, what="model config names (each model is routed under its name)"
+                )
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+
+    def effective_routes(self, model_names: Sequence[str]) -> tuple[RouteConfig, ...]:
+        """``routes``, or one route per model config named after it when omitted."""
+        if self.routes is not None:
+            return self.routes
+        return tuple(
+            RouteConfig(model=name, backends=(BackendConfig(model=name),)) for name in model_names
+        )
+
+    def for_models(self, deployed: Sequence[str], path: Path | str = GATEWAY_FILE) -> GatewayConfig:
+        """This config with explicit routes over the ``deployed`` model configs only (a subset
+        may be synthesized: ``-c models=…``): other backends are left out, routes left without
+        backends are dropped, and so are those aliases from consumers' routes (a consumer
+        limited to dropped aliases may call nothing)."""
+        routes: list[RouteConfig] = []
+        for route in self.effective_routes(deployed):
+            backends = tuple(b for b in route.backends if b.model in deployed)
+            if not backends:
+                continue
+            if not any(b.weight for b in backends):  # weights left all 0/None: none weighted
+                backends = tuple(b.model_copy(update={"weight": None}) for b in backends)
+            sticky = route.sticky and any(b.weight is not None for b in backends)
+            routes.append(route.model_copy(update={"backends": backends, "sticky": sticky}))
+        if not routes:
+            raise ConfigError(
+                f"{path}: routes: no route has a backend among the models being synthesized "
+                f"{sorted(deployed)}; fix: select a routed model (-c models=...) or route one"
+            )
+        aliases = {route.model for route in routes}
+        consumers = tuple(
+            c
+            if c.routes is None
+            else c.model_copy(update={"routes": tuple(a for a in c.routes if a in aliases)})
+            for c in self.consumers
+        )
+        return self.model_copy(update={"routes": tuple(routes), "consumers": consumers})
+
+
+def _format_gateway_errors(path: Path, exc: ValidationError) -> str:
+    """Like the model configs' messages; cross-field checks name their own field."""
+    lines = _format_errors(path, exc, kind="gateway config").split("\n")
+    return "\n".join(line.replace("  (top level): ", "  ", 1) for line in lines)
 
 
 def parse_gateway_config(data: object, path: Path) -> GatewayConfig:
@@ -187,7 +495,7 @@ def parse_gateway_config(data: object, path: Path) -> GatewayConfig:
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc, kind="gateway config")) from None
+        raise ConfigError(_format_gateway_errors(path, exc)) from None
 
 
 def load_gateway_config(config_dir: Path) -> GatewayConfig:

@@ -122,10 +122,10 @@ def _request(**fields: object) -> bytes:
 
 def test_openai_body_always_asks_for_usage_and_bounds_output() -> None:
     request = parse_chat_request(_request(temperature=0.2, stop="END", seed=7, user="u1"))
-    body = json.loads(adapter_for("openai").request_body(request, OPENAI))
+    body = json.loads(adapter_for("openai").request_body(request, OPENAI, 4096))
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
-    assert body["max_tokens"] == 4096  # the backend default when the client sets none
+    assert body["max_tokens"] == 4096  # the limit the gateway decided
     assert (body["temperature"], body["stop"], body["seed"]) == (0.2, ["END"], 7)
     assert "model" not in body
     assert "user" not in body
@@ -141,7 +141,7 @@ def test_openai_body_maps_developer_to_system_and_keeps_the_client_limit() -> No
             max_completion_tokens=50,
         )
     )  # fmt: skip
-    body = json.loads(adapter_for("openai").request_body(request, OPENAI))
+    body = json.loads(adapter_for("openai").request_body(request, OPENAI, 50))
     assert body["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "AB"},
@@ -151,7 +151,7 @@ def test_openai_body_maps_developer_to_system_and_keeps_the_client_limit() -> No
 
 def test_lmi_body_is_a_llama2_prompt_with_lmi_parameter_names() -> None:
     request = parse_chat_request(_request(max_tokens=64, stop=["</s>", "User:"], temperature=0))
-    body = json.loads(adapter_for("lmi").request_body(request, LMI))
+    body = json.loads(adapter_for("lmi").request_body(request, LMI, 64))
     assert body["inputs"] == "[INST] Hi [/INST]"
     assert body["stream"] is True
     params = body["parameters"]
@@ -164,7 +164,7 @@ def test_lmi_body_is_a_llama2_prompt_with_lmi_parameter_names() -> None:
 
 def test_tgi_body_uses_stop_and_only_positive_temperature() -> None:
     request = parse_chat_request(_request(temperature=0.7, top_p=1, stop="X"))
-    params = json.loads(adapter_for("tgi").request_body(request, TGI))["parameters"]
+    params = json.loads(adapter_for("tgi").request_body(request, TGI, 10))["parameters"]
     assert params["stop"] == ["X"]
     assert params["temperature"] == 0.7
     assert params["do_sample"] is True

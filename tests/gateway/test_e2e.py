@@ -255,8 +255,8 @@ def test_client_disconnect_stops_the_upstream_read(servers_clean: Servers) -> No
     )
     body = {"model": "deepseek", "messages": HI, "stream": True}
     with httpx.stream("POST", f"{servers_clean.gateway}/v1/chat/completions", json=body) as r:
-        next(r.iter_bytes())
-        assert _upstream_readers() == 1
+        first = next(r.iter_bytes())
+        assert _upstream_readers() == 1, (r.status_code, first[:300])
     deadline = time.monotonic() + 1.5
     while _upstream_readers() and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -42,8 +42,9 @@ class InBandError(Exception):
 class StreamAdapter(Protocol):
     """Per-request translator between the OpenAI API and one backend format."""
 
-    def request_body(self, request: ChatRequest, backend: Backend) -> bytes:
-        """The body to send to the endpoint (always a streaming request)."""
+    def request_body(self, request: ChatRequest, backend: Backend, max_tokens: int) -> bytes:
+        """The body to send to the endpoint (always a streaming request), generating at most
+        ``max_tokens``."""
         ...
 
     def parse(self, payload: str) -> Iterable[Delta]:

@@ -23,10 +23,10 @@ class _NativeAdapter:
     prompt_tokens_key: str | None = None
     penalties: tuple[str, ...] = ()
 
-    def request_body(self, request: ChatRequest, backend: Backend) -> bytes:
+    def request_body(self, request: ChatRequest, backend: Backend, max_tokens: int) -> bytes:
         assert backend.prompt_template is not None  # guaranteed by routes.Backend
         parameters: dict[str, Any] = {
-            "max_new_tokens": request.output_limit or backend.max_tokens_default,
+            "max_new_tokens": max_tokens,
             "details": True,
             "return_full_text": False,
         }

@@ -20,7 +20,7 @@ _ROLE = {"developer": "system"}
 
 
 class OpenAIAdapter:
-    def request_body(self, request: ChatRequest, backend: Backend) -> bytes:
+    def request_body(self, request: ChatRequest, backend: Backend, max_tokens: int) -> bytes:
         body: dict[str, Any] = {
             # No "model": vLLM serves one model and defaults to it; LMI ignores the field.
             "messages": [
@@ -30,7 +30,7 @@ class OpenAIAdapter:
             # Always ask for usage: non-stream responses and token accounting need it even
             # when the client did not ask for the usage chunk.
             "stream_options": {"include_usage": True},
-            "max_tokens": request.output_limit or backend.max_tokens_default,
+            "max_tokens": max_tokens,
         }
         body.update(sampling_params(request))
         if request.stop_sequences:

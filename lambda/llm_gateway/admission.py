@@ -1,0 +1,93 @@
+"""Token-quota admission: how much a request reserves, what it is charged, what it is told."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from llm_gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from llm_gateway.consumers import Tier
+    from llm_gateway.quota import QuotaExceeded, Window
+    from llm_gateway.request import ChatRequest
+    from llm_gateway.service import Outcome
+
+# A chat template adds a few tokens around every message (role markers, separators).
+_PER_MESSAGE_TOKENS = 4
+# Tokenizers average 3-4 UTF-8 bytes per token on English text; reserve on the high side.
+_BYTES_PER_TOKEN = 3
+
+
+def prompt_estimate(request: ChatRequest) -> int:
+    """Prompt tokens to reserve before the backend reports the real count."""
+    return sum(
+        math.ceil(len(m.text.encode()) / _BYTES_PER_TOKEN) + _PER_MESSAGE_TOKENS
+        for m in request.messages
+    )
+
+
+def output_allowance(request: ChatRequest, tier: Tier | None) -> int | None:
+    """Output tokens the request may generate (and reserves): its own limit, else the tier's."""
+    if request.output_limit is not None:
+        return request.output_limit
+    return tier.default_reservation if tier is not None else None
+
+
+def charged_tokens(outcome: Outcome, prompt: int) -> int:
+    """Tokens to settle: the backend's usage where it reported one (a backend reporting no
+    prompt count, like LMI's native stream, is charged the estimate), else the estimate plus
+    one token per streamed delta (a stream cut short reports no usage)."""
+    usage = outcome.usage
+    if usage is None:
+        return prompt + outcome.text_deltas
+    return (usage.prompt_tokens or prompt) + usage.completion_tokens
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: ``1h2m3s``, ``45s``."""
+    total = max(0, math.ceil(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes or hours else "")
+    return f"{text}{secs}s"
+
+
+def ratelimit_headers(window: Window | None, remaining: int | None) -> dict[str, str]:
+    """OpenAI-style ``x-ratelimit-*-tokens`` headers for the tightest limited window."""
+    if window is None or window.limit is None or remaining is None:
+        return {}
+    reset = (window.resets_at - datetime.now(UTC)).total_seconds()
+    return {
+        "x-ratelimit-limit-tokens": str(window.limit),
+        "x-ratelimit-remaining-tokens": str(max(0, remaining)),
+        "x-ratelimit-reset-tokens": _duration(reset),
+    }
+
+
+def quota_error(exc: QuotaExceeded) -> GatewayError:
+    """429 for a refused reservation: the day window is a rate limit, the month a quota."""
+    window = exc.window
+    retry = _duration(exc.retry_after_s)
+    headers = {"retry-after": str(exc.retry_after_s), **ratelimit_headers(window, 0)}
+    if window.kind == "day":
+        message = (
+            f"Rate limit reached for tokens per day: limit {window.limit}, requested "
+            f"{exc.requested}. Please try again in {retry}."
+        )
+        return GatewayError(429, message, type="tokens", code="rate_limit_exceeded",
+                            headers=headers)  # fmt: skip
+    message = (
+        f"You exceeded your monthly token quota (limit {window.limit}, requested "
+        f"{exc.requested}); it resets in {retry}."
+    )
+    return GatewayError(429, message, type="insufficient_quota", code="insufficient_quota",
+                        headers=headers)  # fmt: skip
+
+
+def quota_unavailable() -> GatewayError:
+    return GatewayError(
+        503, "Token quotas cannot be checked right now; retry shortly.", type="server_error",
+        code="quota_unavailable", headers={"retry-after": "1"},
+    )  # fmt: skip

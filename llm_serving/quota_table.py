@@ -1,0 +1,82 @@
+"""QuotaTable: the DynamoDB table where the gateway counts each consumer's tokens."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from llm_serving.stage import Stage, StagePolicy
+
+PARTITION_KEY = "pk"
+TTL_ATTRIBUTE = "expires_at"
+# What the quota code calls: conditional UpdateItem/PutItem, GetItem, and TransactWriteItems,
+# which IAM authorizes per contained action (Put/Update → PutItem/UpdateItem, ConditionCheck →
+# ConditionCheckItem); there is no dynamodb:TransactWriteItems action to grant.
+# Exactly what lambda/llm_gateway/quota.py sends (TransactWriteItems is authorized per contained
+# Put/Update); tests/gateway/test_quota_grants.py records the calls and compares.
+ITEM_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+)
+# DynamoDB uses the table's key on the caller's behalf: Decrypt for the table key it caches,
+# Encrypt/GenerateDataKey when it writes. Only through DynamoDB (kms:ViaService).
+KEY_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+
+
+class QuotaTable(Construct):
+    """A DynamoDB table of counters, one item per key ``pk`` (String), expiring through TTL
+    on ``expires_at``: on-demand, point-in-time recovery on, encrypted with its own
+    customer-managed KMS key (rotated).
+
+    ``dev``: the table and key go with the stack. ``prod``: both are retained and the table
+    has deletion protection.
+
+    Exposes ``table``, ``key``, ``table_name``, ``table_arn``.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, stage: Stage) -> None:
+        super().__init__(scope, construct_id)
+        policy = StagePolicy.for_stage(stage)
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="Encrypts the LLM gateway's token quota counters",
+            enable_key_rotation=True,
+            pending_window=policy.key_pending_window,
+            removal_policy=policy.removal_policy,
+        )
+        self.table = dynamodb.Table(
+            self,
+            "Table",
+            partition_key=dynamodb.Attribute(
+                name=PARTITION_KEY, type=dynamodb.AttributeType.STRING
+            ),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute=TTL_ATTRIBUTE,
+            removal_policy=policy.removal_policy,
+            deletion_protection=stage is Stage.PROD,
+        )
+        self.table_name: str = self.table.table_name
+        self.table_arn: str = self.table.table_arn
+
+    def grant_quota_access(self, grantee: iam.IGrantable) -> None:
+        """Let ``grantee`` read and write counter items (:data:`ITEM_ACTIONS`) on this table
+        only, and use this table's key through DynamoDB only (:data:`KEY_ACTIONS`). No scans,
+        queries, batch writes, deletes, condition checks or table-level actions."""
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=list(ITEM_ACTIONS), resource_arns=[self.table_arn]
+        )
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=list(KEY_ACTIONS),
+            resource_arns=[self.key.key_arn],
+            conditions={"StringLike": {"kms:ViaService": "dynamodb.*.amazonaws.com*"}},
+        )
