@@ -55,22 +55,25 @@ def _duration(seconds: float) -> str:
 
 
 def ratelimit_headers(window: Window | None, remaining: int | None) -> dict[str, str]:
-    """OpenAI-style ``x-ratelimit-*-tokens`` headers for the tightest limited window."""
-    if window is None or window.limit is None or remaining is None:
+    """OpenAI-style ``x-ratelimit-*-tokens`` headers for a limited window (remaining only
+    where it is known)."""
+    if window is None or window.limit is None:
         return {}
     reset = (window.resets_at - datetime.now(UTC)).total_seconds()
-    return {
+    headers = {
         "x-ratelimit-limit-tokens": str(window.limit),
-        "x-ratelimit-remaining-tokens": str(max(0, remaining)),
         "x-ratelimit-reset-tokens": _duration(reset),
     }
+    if remaining is not None:
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, remaining))
+    return headers
 
 
 def quota_error(exc: QuotaExceeded) -> GatewayError:
     """429 for a refused reservation: the day window is a rate limit, the month a quota."""
     window = exc.window
     retry = _duration(exc.retry_after_s)
-    headers = {"retry-after": str(exc.retry_after_s), **ratelimit_headers(window, 0)}
+    headers = {"retry-after": str(exc.retry_after_s), **ratelimit_headers(window, exc.remaining)}
     if window.kind == "day":
         message = (
             f"Rate limit reached for tokens per day: limit {window.limit}, requested "

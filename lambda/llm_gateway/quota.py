@@ -105,7 +105,9 @@ class Reservation:
 class QuotaExceeded(Exception):  # noqa: N818 (the API's name)
     """A window refused the reservation (the day window when both did)."""
 
-    def __init__(self, window: Window, requested: int, retry_after_s: int) -> None:
+    def __init__(
+        self, window: Window, requested: int, retry_after_s: int, *, remaining: int | None = None
+    ) -> None:
         super().__init__(
             f"{window.kind} token quota exceeded: requested {requested}, limit {window.limit}; "
             f"resets in {retry_after_s}s"
@@ -113,6 +115,8 @@ class QuotaExceeded(Exception):  # noqa: N818 (the API's name)
         self.window = window
         self.requested = requested
         self.retry_after_s = retry_after_s
+        self.remaining = remaining
+        """Tokens left in the window (None when unknown, e.g. refused without a call)."""
 
 
 class QuotaUnavailable(Exception):  # noqa: N818 (the API's name)
@@ -189,7 +193,7 @@ class QuotaStore:
             return self._existing(request_id, consumer, tier, reasons[0].item)
         for window, reason in zip(windows, reasons[1:], strict=True):
             if reason.code == _CONDITION_FAILED:
-                raise _exceeded(window, amount, at)
+                raise _exceeded(window, amount, at, used=_tokens(reason.item))
         raise QuotaUnavailable(f"reserve cancelled: {[r.code for r in reasons]}")
 
     def _marker_put(
@@ -233,6 +237,8 @@ class QuotaStore:
         if window.limit is not None:
             update["ConditionExpression"] = "attribute_not_exists(#tokens) OR #tokens <= :cap"
             update["ExpressionAttributeValues"][":cap"] = {"N": str(window.limit - amount)}
+            # A refusal then carries the counter, so the 429 can say how much is left.
+            update["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         return {"Update": update}
 
     def _existing(
@@ -492,6 +498,15 @@ def _expires_at(window: Window) -> int:
     return int((window.resets_at + GRACE).timestamp())
 
 
-def _exceeded(window: Window, requested: int, at: datetime) -> QuotaExceeded:
+def _exceeded(
+    window: Window, requested: int, at: datetime, *, used: int | None = None
+) -> QuotaExceeded:
     wait = math.ceil((window.resets_at - at).total_seconds())
-    return QuotaExceeded(window, requested, max(1, wait))
+    remaining = None if used is None or window.limit is None else max(0, window.limit - used)
+    return QuotaExceeded(window, requested, max(1, wait), remaining=remaining)
+
+
+def _tokens(item: Mapping[str, Any] | None) -> int | None:
+    """The ``tokens`` of a counter item returned with a cancellation reason, if any."""
+    value = (item or {}).get("tokens", {}).get("N")
+    return int(value) if value is not None else None

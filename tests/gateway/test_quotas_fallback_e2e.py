@@ -78,6 +78,7 @@ class Stack:
     url: str
     emulator: Emulator
     quota: QuotaStore
+    table: str
 
     def chat(self, key: str, model: str = "chat", **body: Any) -> httpx.Response:
         payload = {"model": model, "messages": [{"role": "user", "content": "Hi there"}], **body}
@@ -128,7 +129,7 @@ def stack(backends: tuple[str, str, Emulator], monkeypatch: pytest.MonkeyPatch) 
         settings, SageMakerInvoker.from_settings(settings), quota=quota, rng=random.Random(5)
     )
     with serve_in_thread(app) as url:
-        yield Stack(url, emulator, quota)
+        yield Stack(url, emulator, quota, table)
 
 
 # --- identity ------------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_usage_is_settled_to_what_the_backend_reported(stack: Stack) -> None:
 
 def test_daily_token_quota_refuses_with_429_rate_limit_and_retry_after(stack: Stack) -> None:
     stack.emulator.set_scenario("ep-primary", Scenario(content="word " * 340, prompt_tokens=12))
-    first = stack.chat("key-bob", max_tokens=380)  # uses 352 of bob's 400 tokens a day
+    first = stack.chat("key-bob", max_tokens=380)  # uses ~352 of bob's 400 tokens a day
     assert first.status_code == 200
     refused = stack.chat("key-bob", max_tokens=50)  # would reserve 58 of the 48 left
     assert refused.status_code == 429
@@ -216,7 +217,8 @@ def test_daily_token_quota_refuses_with_429_rate_limit_and_retry_after(stack: St
     assert "tokens per day" in error["message"]
     retry_after = int(refused.headers["retry-after"])
     assert 0 < retry_after <= 86_400
-    assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+    used = first.json()["usage"]["total_tokens"]
+    assert refused.headers["x-ratelimit-remaining-tokens"] == str(400 - used)
     assert stack.day("bob") == json.loads(first.text)["usage"]["total_tokens"]  # refusal: free
 
 
@@ -392,3 +394,33 @@ def test_a_missed_deadline_aborts_the_slow_read_at_once(stack: Stack) -> None:
     while any(t.name == "upstream" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not any(t.name == "upstream" for t in threading.enumerate())
+
+
+def test_a_client_that_disconnects_is_charged_once_for_what_was_streamed(stack: Stack) -> None:
+    stack.emulator.set_scenario("ep-primary", Scenario(content="word " * 400, token_delay_ms=5))
+    body = {"model": "chat", "messages": [{"role": "user", "content": "Hi there"}],
+            "max_tokens": 500, "stream": True}  # fmt: skip
+    headers = as_key("key-alice")
+    request_id = json.loads(headers["x-amzn-request-context"])["requestId"]
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body,
+                      headers=headers) as response:  # fmt: skip
+        next(response.iter_bytes())
+    marker = _wait_for_settled(stack, request_id)
+    charged = stack.day("alice")
+    assert int(marker["used"]["N"]) == charged
+    assert 7 < charged < 7 + 400  # the prompt estimate plus what streamed, not the reservation
+    time.sleep(0.3)
+    assert stack.day("alice") == charged  # and only once
+
+
+def _wait_for_settled(stack: Stack, request_id: str) -> dict[str, Any]:
+    client = boto3.client("dynamodb")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        item = client.get_item(
+            TableName=stack.table, Key={"pk": {"S": f"request#{request_id}"}}, ConsistentRead=True
+        ).get("Item")
+        if item and item["state"]["S"] == "settled":
+            return dict(item)
+        time.sleep(0.05)
+    raise AssertionError(f"request {request_id} was never settled")
