@@ -9,6 +9,7 @@ alternate between the two paths so drift affects both equally. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -24,6 +25,7 @@ import httpx2 as httpx
 import openai
 from botocore.config import Config
 
+from local.dynamodb import create_quota_table, dynamodb_server
 from local.run import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +34,10 @@ BACKEND = {"name": "bench", "endpoint_name": ENDPOINT, "format": "openai", "max_
 ROUTES = {"routes": [{"model": "bench", "backends": [BACKEND]}]}
 SCENARIO = {ENDPOINT: {"format": "openai", "reasoning": "Thinking.", "content": "Hello there."}}
 MESSAGES = [{"role": "user", "content": "Hi"}]
+CONSUMERS = {
+    "tiers": [{"name": "bench", "tokens_per_day": 10**12, "default_reservation": 64}],
+    "consumers": {"bench": {"name": "bench", "tier": "bench"}},
+}
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -86,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--emulator-port", type=int, default=18081)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--quotas",
+        action="store_true",
+        help="with consumers and token quotas (a local single-threaded DynamoDB)",
+    )
     args = parser.parse_args(argv)
 
     emulator_url = f"http://127.0.0.1:{args.emulator_port}"
@@ -97,7 +108,23 @@ def main(argv: list[str] | None = None) -> int:
         "LLM_GATEWAY_ROUTES": json.dumps(ROUTES), "PORT": str(args.port), "LOG_LEVEL": "WARNING",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }  # fmt: skip
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as scenarios:
+    with contextlib.ExitStack() as stack:
+        scenarios = stack.enter_context(tempfile.NamedTemporaryFile("w", suffix=".json"))
+        if args.quotas:
+            dynamodb_url = stack.enter_context(dynamodb_server())
+            create_quota_table(
+                boto3.client("dynamodb", endpoint_url=dynamodb_url, region_name="us-east-1",
+                             aws_access_key_id="bench", aws_secret_access_key="bench"),
+                "bench-quota",
+            )  # fmt: skip
+            env.update(
+                {
+                    "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+                    "LLM_GATEWAY_CONSUMERS": json.dumps(CONSUMERS),
+                    "LLM_GATEWAY_QUOTA_TABLE": "bench-quota",
+                    "LLM_GATEWAY_LOCAL_CONSUMER": "bench",
+                }
+            )
         json.dump(SCENARIO, scenarios)
         scenarios.flush()
         procs = [
@@ -134,16 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     diffs = [b - a for a, b in zip(d, g, strict=True)]
     result = {
         "requests": args.requests,
+        "quotas": args.quotas,
         "direct_boto3": _percentiles(d),
         "via_gateway_openai_sdk": _percentiles(g),
         "via_gateway_httpx": _percentiles(r),
         "added_by_gateway": _percentiles(diffs),
         "added_by_gateway_httpx_client": _percentiles([b - a for a, b in zip(d, r, strict=True)]),
     }
-    print(f"first-chunk latency over {args.requests} interleaved requests (ms)")
+    print(
+        f"first-chunk latency over {args.requests} interleaved requests (ms), "
+        f"token quotas {'on' if args.quotas else 'off'}"
+    )
     print(f"{'path':28} {'median':>8} {'p90':>8} {'p99':>8}")
     for name in result:
-        if name == "requests":
+        if name in ("requests", "quotas"):
             continue
         row = result[name]
         assert isinstance(row, dict)
