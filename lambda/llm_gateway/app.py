@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -16,11 +18,12 @@ from starlette.routing import Route
 
 from llm_gateway import admission
 from llm_gateway.errors import GatewayError, model_not_found
-from llm_gateway.identity import Caller, identify
+from llm_gateway.identity import REQUEST_CONTEXT_HEADER, Caller, identify
 from llm_gateway.quota import QuotaExceeded, QuotaStore, QuotaUnavailable, Reservation
 from llm_gateway.request import ChatRequest, parse_chat_request
 from llm_gateway.routing import BackendHealth, attempt_order
 from llm_gateway.service import Outcome, aggregate, open_stream, sse_events
+from llm_gateway.telemetry import RequestTelemetry
 
 if TYPE_CHECKING:
     from llm_gateway.routes import Backend
@@ -47,6 +50,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _request_id(request: Request) -> str:
+    """API Gateway's request id when there is one (the Web Adapter's context), else a new one."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        context = json.loads(request.headers.get(REQUEST_CONTEXT_HEADER, ""))
+        if isinstance(context.get("requestId"), str):
+            return str(context["requestId"])
+    return f"req-{uuid.uuid4().hex}"
 
 
 def _error_response(error: GatewayError) -> JSONResponse:
@@ -111,28 +123,50 @@ class Gateway:
             await _cancel(opening)
             raise admission.quota_unavailable() from None
 
-    def _settler(self, reservation: Reservation | None, chat: ChatRequest) -> OnEnd | None:
-        if reservation is None or self.quota is None:
-            return None
+    def _finisher(
+        self, reservation: Reservation | None, chat: ChatRequest, telemetry: RequestTelemetry
+    ) -> OnEnd:
+        """What happens when the response ends: settle the tokens, then emit telemetry."""
         quota = self.quota
         prompt = admission.prompt_estimate(chat)
 
-        async def settle(outcome: Outcome) -> None:
+        async def finish(outcome: Outcome) -> None:
             used = admission.charged_tokens(outcome, prompt)
-            try:
-                await asyncio.to_thread(quota.settle, reservation, used)
-            except QuotaUnavailable:
-                logger.exception("settling %s failed", reservation.request_id)
+            usage = outcome.usage
+            telemetry.input_tokens = (usage.prompt_tokens if usage else 0) or prompt
+            telemetry.output_tokens = usage.completion_tokens if usage else outcome.text_deltas
+            if outcome.error is not None:
+                telemetry.fail(outcome.error.status, outcome.error.code)
+            if reservation is not None and quota is not None:
+                try:
+                    await asyncio.to_thread(quota.settle, reservation, used)
+                except QuotaUnavailable:
+                    logger.exception("settling %s failed", reservation.request_id)
+            telemetry.emit()
 
-        return settle
+        return finish
 
     async def chat_completions(self, request: Request) -> Response:
+        telemetry = RequestTelemetry(request_id=_request_id(request))
+        try:
+            return await self._chat_completions(request, telemetry)
+        except GatewayError as error:
+            telemetry.fail(error.status, error.code)
+            telemetry.emit()
+            raise
+
+    async def _chat_completions(self, request: Request, telemetry: RequestTelemetry) -> Response:
         raw = await read_body(request, self.settings.max_request_bytes)
         chat = parse_chat_request(raw)
+        telemetry.stream = chat.stream
         caller = self._caller(request)
+        if caller is not None:
+            telemetry.consumer = caller.consumer.name
+            telemetry.request_id = caller.request_id
         route = self.settings.routes.get(chat.model)
         if route is None or (caller is not None and not caller.consumer.may_use(chat.model)):
             raise model_not_found(chat.model)
+        telemetry.route = route.model  # only configured aliases: a bounded dimension
         allowance = admission.output_allowance(chat, caller.tier if caller else None)
 
         def max_tokens(backend: Backend) -> int:
@@ -146,6 +180,7 @@ class Gateway:
             rng=self.rng,
             health=self.health,
         )
+        failed: list[str] = []
         opening = asyncio.create_task(
             open_stream(
                 chat,
@@ -154,27 +189,39 @@ class Gateway:
                 max_tokens=max_tokens,
                 first_byte_timeout_s=route.first_byte_timeout_s,
                 health=self.health,
+                failed=failed,
             )
         )
         reservation = await self._reserve(caller, chat, opening)
-        settle = self._settler(reservation, chat)
         try:
             stream = await opening
         except GatewayError:
+            telemetry.attempts = telemetry.fallbacks = len(failed)
             if reservation is not None and self.quota is not None:
                 # Nothing reached the client: release the whole reservation.
                 await asyncio.to_thread(self.quota.settle, reservation, 0)
             raise
+        telemetry.backend = stream.backend.name
+        telemetry.attempts = stream.attempts
+        telemetry.fallbacks = len(failed)
+        telemetry.upstream_ttfb_s = stream.upstream_ttfb_s
+        finish = self._finisher(reservation, chat, telemetry)
         headers = {"x-llm-backend": stream.backend.name}
         if reservation is not None:
             headers |= admission.ratelimit_headers(reservation.limiting, reservation.remaining)
         if chat.stream:
             return StreamingResponse(
-                sse_events(stream, include_usage=chat.include_usage, on_end=settle),
+                sse_events(
+                    stream,
+                    include_usage=chat.include_usage,
+                    on_end=finish,
+                    on_first_byte=telemetry.first_byte,
+                ),
                 media_type="text/event-stream",
                 headers={**SSE_HEADERS, **headers},
             )
-        return JSONResponse(await aggregate(stream, on_end=settle), headers=headers)
+        body = await aggregate(stream, on_end=finish)
+        return JSONResponse(body, headers=headers)
 
     async def list_models(self, request: Request) -> Response:
         caller = self._caller(request)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
 from llm_gateway.app import create_app
 from llm_gateway.quota import QuotaStore
 from llm_gateway.settings import Settings
 from llm_gateway.upstream import SageMakerInvoker
 
-logging.basicConfig(
-    level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s %(message)s"
-)
+# Every log line as JSON (Powertools' formatter), like the per-request line in telemetry.py.
+_handler = logging.StreamHandler()
+_handler.setFormatter(LambdaPowertoolsFormatter())
+logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), handlers=[_handler])
 logging.getLogger("botocore").setLevel(logging.WARNING)
 
 settings = Settings.from_env(os.environ)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ class Outcome:
 
     usage: Usage | None = None
     text_deltas: int = 0
+    error: GatewayError | None = None
 
 
 @dataclass
@@ -71,6 +73,7 @@ class OpenStream:
     rest: AsyncIterator[Delta]
     upstream: Stream
     attempts: int
+    upstream_ttfb_s: float
     failed: list[str] = field(default_factory=list)
 
 
@@ -107,6 +110,7 @@ async def _attempt(
     request: ChatRequest, backend: Backend, invoker: Invoker, max_tokens: int, deadline_s: float
 ) -> OpenStream:
     adapter = adapter_for(backend.format)
+    started = time.perf_counter()
     upstream = invoker.open(backend, adapter.request_body(request, backend, max_tokens))
     rest = deltas(upstream, adapter)
     try:
@@ -118,7 +122,10 @@ async def _attempt(
     except BaseException:
         upstream.close()
         raise
-    return OpenStream(backend=backend, first=first, rest=rest, upstream=upstream, attempts=1)
+    return OpenStream(
+        backend=backend, first=first, rest=rest, upstream=upstream, attempts=1,
+        upstream_ttfb_s=time.perf_counter() - started,
+    )  # fmt: skip
 
 
 async def open_stream(
@@ -129,14 +136,16 @@ async def open_stream(
     max_tokens: Callable[[Backend], int],
     first_byte_timeout_s: float,
     health: BackendHealth | None = None,
+    failed: list[str] | None = None,
 ) -> OpenStream:
     """Try ``order`` until a backend produces its first meaningful delta.
 
     Backend faults (5xx, unavailable, throttled, internal, connection, in-band error, no first
     delta within the deadline) move to the next backend; a rejection of the request itself
     (the model's 4xx) does not. Raises :class:`GatewayError` when no attempt succeeds.
+    The names of failed backends are appended to ``failed``.
     """
-    failed: list[str] = []
+    failed = [] if failed is None else failed
     last: GatewayError = _model_failed()
     for number, backend in enumerate(order, start=1):
         try:
@@ -193,7 +202,11 @@ class _EndOnce:
 
 
 async def sse_events(
-    stream: OpenStream, *, include_usage: bool, on_end: OnEnd | None = None
+    stream: OpenStream,
+    *,
+    include_usage: bool,
+    on_end: OnEnd | None = None,
+    on_first_byte: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The client's SSE body: chunks as they arrive, usage if asked, then ``[DONE]``.
 
@@ -211,22 +224,29 @@ async def sse_events(
             elif delta.content or delta.reasoning or delta.finish_reason:
                 finished = finished or delta.finish_reason is not None
                 outcome.text_deltas += bool(delta.content or delta.reasoning)
-                yield writer.delta(delta)
-        await end(outcome)
+                chunk = writer.delta(delta)
+                if on_first_byte is not None and outcome.text_deltas <= 1:
+                    on_first_byte()
+                yield chunk
         if not finished:
-            yield writer.error(_incomplete())
+            outcome.error = _incomplete()
+            await end(outcome)
+            yield writer.error(outcome.error)
             return
+        await end(outcome)
         if include_usage and outcome.usage is not None:
             yield writer.usage(outcome.usage)
         yield DONE
     except UpstreamError as failure:
         logger.warning("backend %s failed mid-stream: %s", stream.backend.name, failure)
+        outcome.error = failure.to_gateway_error()
         await end(outcome)
-        yield writer.error(failure.to_gateway_error())
+        yield writer.error(outcome.error)
     except InBandError as exc:
         logger.warning("in-band error from %s mid-stream: %s", stream.backend.name, exc)
+        outcome.error = _model_failed()
         await end(outcome)
-        yield writer.error(_model_failed())
+        yield writer.error(outcome.error)
     finally:
         await end(outcome)
 

@@ -1,4 +1,4 @@
-"""Keys, token quotas and fallback end to end: openai SDK / httpx → gateway → boto3 → emulator,
+"""Keys, token quotas, fallback and telemetry end to end: httpx → gateway → boto3 → emulator,
 with token counters in DynamoDB (moto's server app over real HTTP, single-threaded).
 
 API Gateway and the Lambda Web Adapter are not here; their part (the verified API key id in
@@ -8,7 +8,9 @@ played by :func:`as_key`.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import random
 import threading
 import time
@@ -21,6 +23,7 @@ import boto3
 import httpx2 as httpx
 import pytest
 
+from llm_gateway import telemetry
 from llm_gateway.app import create_app
 from llm_gateway.quota import QuotaStore
 from llm_gateway.settings import Settings
@@ -424,3 +427,126 @@ def _wait_for_settled(stack: Stack, request_id: str) -> dict[str, Any]:
             return dict(item)
         time.sleep(0.05)
     raise AssertionError(f"request {request_id} was never settled")
+
+
+# --- telemetry: EMF metrics (Powertools) and the per-request log line ------------------------
+# Both go to stdout, where Lambda hands them to CloudWatch Logs (which extracts the EMF metrics).
+# EMF records are printed (captured with capsys); the log line's stream is redirected.
+
+SERVICE = "LlmServing-test-Gateway"
+PROMPT = "Hi there"
+
+
+@pytest.fixture
+def captured(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[io.StringIO]:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "LlmGateway")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE)
+    buffer = io.StringIO()
+    handler = telemetry.logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(buffer)
+    capsys.readouterr()
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)  # type: ignore[arg-type]
+
+
+def _emf(out: str) -> list[dict[str, Any]]:
+    records = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+    return records
+
+
+def _dimension_sets(record: dict[str, Any]) -> list[set[str]]:
+    return [set(d) for d in record["_aws"]["CloudWatchMetrics"][0]["Dimensions"]]
+
+
+def _metric_names(record: dict[str, Any]) -> set[str]:
+    return {m["Name"] for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+
+
+def _log_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+def test_a_streamed_fallback_emits_route_and_backend_metrics_and_one_log_line(
+    stack: Stack, captured: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.emulator.set_scenario("ep-primary", Scenario(error_before_stream="ServiceUnavailable"))
+    stack.emulator.set_scenario("ep-secondary", Scenario(content=CONTENT, prompt_tokens=9))
+    response = stack.chat("key-alice", stream=True)
+    assert response.status_code == 200
+    (record,) = _emf(capsys.readouterr().out)
+    assert record["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "LlmGateway"
+    assert _dimension_sets(record) == [{"service", "route"}, {"service", "route", "backend"}]
+    assert (record["service"], record["route"], record["backend"]) == (SERVICE, "chat", "secondary")
+    assert "consumer" not in record  # unbounded: never a dimension
+    assert _metric_names(record) == {
+        "Requests", "Duration", "Fallbacks", "QuotaRejections", "TimeToFirstByte",
+        "UpstreamTimeToFirstByte", "InputTokens", "OutputTokens", "OutputTokensPerSecond",
+    }  # fmt: skip
+    assert record["Fallbacks"] == [1] and record["QuotaRejections"] == [0]  # noqa: PT018
+    assert record["InputTokens"] == [9]
+    assert 0 < record["UpstreamTimeToFirstByte"][0] <= record["TimeToFirstByte"][0]
+    assert record["TimeToFirstByte"][0] <= record["Duration"][0]
+    units = {m["Name"]: m["Unit"] for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert units["TimeToFirstByte"] == "Milliseconds"
+    assert units["OutputTokensPerSecond"] == "Count/Second"
+    (line,) = [entry for entry in _log_lines(captured) if entry.get("message") == "request"]
+    assert line["consumer"] == "alice"
+    assert (line["route"], line["backend"], line["attempts"]) == ("chat", "secondary", 2)
+    assert line["outcome"] == "ok"
+    assert line["input_tokens"] == 9
+    assert line["output_tokens"] == record["OutputTokens"][0]
+    assert line["ttfb_ms"] > 0
+    assert line["request_id"]
+
+
+def test_errors_are_counted_by_kind(
+    stack: Stack, captured: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.emulator.set_scenario(
+        "ep-primary", Scenario(content=CONTENT, fault_after_tokens=2, fault="ModelStreamError")
+    )
+    stack.chat("key-alice", stream=True)
+    stack.chat("key-bob", max_tokens=5000)  # over bob's 400 tokens a day: refused
+    records = _emf(capsys.readouterr().out)
+    errors = [r for r in records if "Errors" in r]
+    assert [(r["route"], r["kind"]) for r in errors] == [
+        ("chat", "model_error"),
+        ("chat", "quota_exceeded"),
+    ]
+    assert all(_dimension_sets(r) == [{"service", "route", "kind"}] for r in errors)
+    rejected = [r for r in records if r.get("QuotaRejections") == [1]]
+    assert len(rejected) == 1
+    outcomes = [e["outcome"] for e in _log_lines(captured) if e.get("message") == "request"]
+    assert outcomes == ["error", "error"]
+
+
+def test_no_prompt_or_completion_text_is_logged(
+    stack: Stack, captured: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.emulator.set_scenario("ep-primary", Scenario(content=CONTENT))
+    stack.chat("key-alice", stream=True)
+    stack.chat("key-alice")
+    stack.emulator.set_scenario(
+        "ep-primary", Scenario(content=CONTENT, fault_after_tokens=3, fault="inband_error")
+    )
+    stack.chat("key-alice", stream=True)
+    everything = capsys.readouterr().out + captured.getvalue()
+    assert everything  # something was written
+    for secret in (PROMPT, CONTENT, CONTENT.split(",")[0]):
+        assert secret not in everything
+
+
+def test_unknown_models_are_logged_but_never_become_a_dimension(
+    stack: Stack, captured: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    response = stack.chat("key-alice", model="made-up-model-123")
+    assert response.status_code == 404
+    assert _emf(capsys.readouterr().out) == []
+    (line,) = [e for e in _log_lines(captured) if e.get("message") == "request"]
+    assert line.get("route") is None  # Powertools drops null fields
+    assert line["error_kind"] == "invalid_request"

@@ -1,0 +1,138 @@
+"""Per-request metrics (CloudWatch embedded metric format, Powertools Metrics) and one
+structured log line (Powertools Logger, JSON) — never any prompt or completion text.
+
+SageMaker publishes no time-to-first-byte metric, so the gateway measures it: from the request
+reaching the app to the first SSE chunk written (what the client sees, minus the network and
+API Gateway), and from invoking the serving backend to its first token (upstream).
+
+Metric contract (the dashboard is built against exactly this):
+namespace ``POWERTOOLS_METRICS_NAMESPACE`` (default ``LlmGateway``); dimension sets
+``{service, route}`` and ``{service, route, backend}`` for the request metrics, and
+``{service, route, kind}`` for ``Errors``. No consumer dimension: it is unbounded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
+DEFAULT_NAMESPACE = "LlmGateway"
+DEFAULT_SERVICE = "llm-gateway"
+
+logger = Logger(service=os.environ.get(SERVICE_ENV, DEFAULT_SERVICE))
+
+# GatewayError codes that are the client's own doing, folded into a few bounded kinds.
+_CLIENT_KINDS = {400: "invalid_request", 401: "unauthorized", 404: "invalid_request",
+                 405: "invalid_request", 413: "invalid_request"}  # fmt: skip
+
+
+def error_kind(status: int, code: str | None) -> str:
+    """A bounded error kind for the ``Errors`` metric's ``kind`` dimension."""
+    if status == 429:
+        return "quota_exceeded"
+    if code == "model_rejected_request":
+        return "model_rejected"
+    if status in _CLIENT_KINDS:
+        return _CLIENT_KINDS[status]
+    return code or "internal"
+
+
+@dataclass
+class RequestTelemetry:
+    """What one request did, filled in as it goes, emitted once at its end."""
+
+    request_id: str
+    route: str = ""
+    stream: bool = False
+    consumer: str | None = None
+    backend: str | None = None
+    attempts: int = 0
+    fallbacks: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    first_byte_at: float | None = None
+    upstream_ttfb_s: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error: str | None = None
+    status: int = 200
+    quota_rejected: bool = False
+    _emitted: bool = False
+
+    def first_byte(self) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.perf_counter()
+
+    def fail(self, status: int, code: str | None) -> None:
+        self.status = status
+        self.error = error_kind(status, code)
+        self.quota_rejected = status == 429
+
+    def emit(self) -> None:
+        """Write the metrics and the log line (once; later calls do nothing)."""
+        if self._emitted:
+            return
+        self._emitted = True
+        ended = time.perf_counter()
+        if self.route:
+            self._metrics(ended)
+        logger.info("request", extra=self._log_fields(ended))
+
+    def _log_fields(self, ended: float) -> dict[str, Any]:
+        ttfb = self.first_byte_at - self.started if self.first_byte_at else None
+        return {
+            "request_id": self.request_id,
+            "consumer": self.consumer,
+            "route": self.route or None,
+            "backend": self.backend,
+            "stream": self.stream,
+            "attempts": self.attempts,
+            "outcome": "ok" if self.error is None else "error",
+            "status": self.status,
+            "error_kind": self.error,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "ttfb_ms": round(ttfb * 1000, 3) if ttfb is not None else None,
+            "upstream_ttfb_ms": round(self.upstream_ttfb_s * 1000, 3)
+            if self.upstream_ttfb_s is not None
+            else None,
+            "duration_ms": round((ended - self.started) * 1000, 3),
+        }
+
+    def _metrics(self, ended: float) -> None:
+        namespace = os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
+        service = os.environ.get(SERVICE_ENV, DEFAULT_SERVICE)
+        requests = EphemeralMetrics(namespace=namespace, service=service)
+        requests.add_dimension("route", self.route)
+        if self.backend is not None:
+            requests.add_dimensions(service=service, route=self.route, backend=self.backend)
+        requests.add_metric("Requests", MetricUnit.Count, 1)
+        requests.add_metric("Duration", MetricUnit.Milliseconds, (ended - self.started) * 1000)
+        requests.add_metric("Fallbacks", MetricUnit.Count, self.fallbacks)
+        requests.add_metric("QuotaRejections", MetricUnit.Count, int(self.quota_rejected))
+        if self.stream and self.first_byte_at is not None:
+            ttfb = (self.first_byte_at - self.started) * 1000
+            requests.add_metric("TimeToFirstByte", MetricUnit.Milliseconds, ttfb)
+        if self.upstream_ttfb_s is not None:
+            upstream = self.upstream_ttfb_s * 1000
+            requests.add_metric("UpstreamTimeToFirstByte", MetricUnit.Milliseconds, upstream)
+        if self.input_tokens is not None:
+            requests.add_metric("InputTokens", MetricUnit.Count, self.input_tokens)
+        if self.output_tokens is not None:
+            requests.add_metric("OutputTokens", MetricUnit.Count, self.output_tokens)
+            if self.first_byte_at is not None and ended > self.first_byte_at:
+                rate = self.output_tokens / (ended - self.first_byte_at)
+                requests.add_metric("OutputTokensPerSecond", MetricUnit.CountPerSecond, rate)
+        requests.flush_metrics()
+        if self.error is not None:
+            errors = EphemeralMetrics(namespace=namespace, service=service)
+            errors.add_dimension("route", self.route)
+            errors.add_dimension("kind", self.error)
+            errors.add_metric("Errors", MetricUnit.Count, 1)
+            errors.flush_metrics()
