@@ -3,12 +3,13 @@
 Public API: :class:`ModelArtifacts`, :class:`LlmEndpoint`, :class:`LmiModelPackage`,
 :class:`StreamingGateway` (with :class:`GatewayRoute`/:class:`RouteBackend` for its routes,
 :func:`routes_from_config`, :class:`QuotaTable` and :func:`gateway_code`, its offline-bundled
-function code),
+function code), :class:`InferenceDashboard` (dashboard, alarms and their SNS topic),
 :class:`Stage`, and the typed configuration in :mod:`llm_serving.config`.
 """
 
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.bundling import BundlingError, GatewayLocalBundler, gateway_code
+from llm_serving.dashboard import InferenceDashboard
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.gateway import GatewayRoute, RouteBackend, StreamingGateway, routes_from_config
 from llm_serving.lmi_package import LmiModelPackage
@@ -19,6 +20,7 @@ __all__ = [
     "BundlingError",
     "GatewayLocalBundler",
     "GatewayRoute",
+    "InferenceDashboard",
     "LlmEndpoint",
     "LmiModelPackage",
     "ModelArtifacts",

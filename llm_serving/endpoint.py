@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Literal
+
 from aws_cdk import Duration, Names, RemovalPolicy, SecretValue, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -224,8 +227,23 @@ class LlmEndpoint(Construct):
                 instance.container_startup_health_check_timeout_s
             ),
         )
+        metrics = self.config.metrics
         endpoint_config = sagemaker.CfnEndpointConfig(
-            self, "EndpointConfig", production_variants=[variant], kms_key_id=kms_key_id
+            self,
+            "EndpointConfig",
+            production_variants=[variant],
+            kms_key_id=kms_key_id,
+            # Left out unless configured (SageMaker's defaults); create-only, so a change
+            # replaces the endpoint config and deploys it like any other change.
+            metrics_config=(
+                None
+                if metrics.is_default
+                else sagemaker.CfnEndpointConfig.MetricsConfigProperty(
+                    enable_enhanced_metrics=metrics.enhanced,
+                    enable_detailed_observability=metrics.detailed_observability,
+                    metric_publish_frequency_in_seconds=metrics.publish_frequency_s,
+                )
+            ),
         )
         return endpoint_config
 
@@ -394,3 +412,46 @@ class LlmEndpoint(Construct):
     ) -> cloudwatch.MathExpression:
         """GPUMemoryUtilization reads 0–100 × GPU count; divided here to 0–100 %."""
         return self._per_gpu_percent("GPUMemoryUtilization", "GPU memory (%)", period)
+
+    def metric_latency_ms(
+        self,
+        metric_name: Literal["ModelLatency", "OverheadLatency"] = "ModelLatency",
+        *,
+        statistic: str = "p90",
+        period: Duration | None = None,
+    ) -> cloudwatch.MathExpression:
+        """``ModelLatency`` (time in the container) or ``OverheadLatency`` (SageMaker's own),
+        published in microseconds, as milliseconds. The raw metric's id names the metric and
+        the statistic, so several of these can share one graph or alarm."""
+        stat_id = re.sub(r"[^a-z0-9]", "_", statistic.lower())
+        raw_id = f"{metric_name.lower()}_{stat_id}"
+        raw = self._metric(SAGEMAKER_NAMESPACE, metric_name, statistic, period)
+        return cloudwatch.MathExpression(
+            expression=f"{raw_id} / 1000",
+            using_metrics={raw_id: raw},
+            label=f"{metric_name.removesuffix('Latency')} latency {statistic} (ms)",
+            period=period or Duration.minutes(1),
+        )
+
+    def metric_cpu_utilization(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """CPUUtilization reads 0–100 × vCPU count (the catalog has no vCPU counts, so it is
+        not normalized)."""
+        return self._metric(
+            ENDPOINT_HOST_NAMESPACE,
+            "CPUUtilization",
+            "Average",
+            period,
+            label="CPU (0–100 × vCPUs)",
+        )
+
+    def metric_memory_utilization(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Host memory in use, 0–100 %."""
+        return self._metric(
+            ENDPOINT_HOST_NAMESPACE, "MemoryUtilization", "Average", period, label="Memory (%)"
+        )
+
+    def metric_disk_utilization(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Disk space in use, 0–100 %."""
+        return self._metric(
+            ENDPOINT_HOST_NAMESPACE, "DiskUtilization", "Average", period, label="Disk (%)"
+        )

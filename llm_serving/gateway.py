@@ -38,6 +38,10 @@ ENVIRONMENT_LIMIT_BYTES = 4096
 KEY_ID_LENGTH = 10
 TABLE_NAME_ESTIMATE = "t" * 255
 
+METRIC_NAMESPACE = "LlmGateway"
+"""CloudWatch namespace of the function's embedded-format metrics (``InferenceDashboard``)."""
+METRIC_NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+SERVICE_NAME_ENV = "POWERTOOLS_SERVICE_NAME"
 ROUTES_ENV = "LLM_GATEWAY_ROUTES"
 CONSUMERS_ENV = "LLM_GATEWAY_CONSUMERS"
 QUOTA_TABLE_ENV = "LLM_GATEWAY_QUOTA_TABLE"
@@ -286,8 +290,10 @@ class StreamingGateway(Construct):
 
     Exposes ``function``, ``role``, ``log_group``, ``api``, ``access_log_group``,
     ``usage_plans`` (tier → plan), ``api_keys`` (consumer → key), ``consumers`` (consumer →
-    config), ``quota_table``, ``route_table`` (the dict in ``LLM_GATEWAY_ROUTES``) and ``url``
-    (the OpenAI base URL, ``…/api/v1``).
+    config), ``quota_table``, ``route_table`` (the dict in ``LLM_GATEWAY_ROUTES``), ``url``
+    (the OpenAI base URL, ``…/api/v1``), and ``metric_namespace`` / ``service_name``: the
+    function's metrics (``POWERTOOLS_METRICS_NAMESPACE`` / ``POWERTOOLS_SERVICE_NAME``, the
+    ``service`` dimension: the stack's name) that :class:`InferenceDashboard` charts.
     """
 
     def __init__(
@@ -304,6 +310,11 @@ class StreamingGateway(Construct):
         super().__init__(scope, construct_id)
         self.node.set_context(_ORDER_INSENSITIVE_KEYS, True)
         self.config = config
+        self.metric_namespace: str = METRIC_NAMESPACE
+        """Namespace of the function's metrics (``POWERTOOLS_METRICS_NAMESPACE``)."""
+        self.service_name: str = Stack.of(self).stack_name
+        """The ``service`` dimension of the function's metrics (``POWERTOOLS_SERVICE_NAME``):
+        the stack's name, so that two stages in one account never share a metric."""
         region = Stack.of(self).region
         if Token.is_unresolved(region):
             raise ValueError(
@@ -396,6 +407,8 @@ class StreamingGateway(Construct):
             "LLM_GATEWAY_MAX_REQUEST_BYTES": str(config.limits.max_request_bytes),
             "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S": str(config.upstream.connect_timeout_s),
             "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S": str(config.upstream.read_timeout_s),
+            METRIC_NAMESPACE_ENV: self.metric_namespace,
+            SERVICE_NAME_ENV: self.service_name,
         }
         if consumers is not None:
             env[CONSUMERS_ENV] = consumers
@@ -463,6 +476,9 @@ class StreamingGateway(Construct):
         api = apigateway.RestApi(
             self,
             "Api",
+            # API Gateway's metrics are keyed by ApiName: unique per stack, so stages sharing an
+            # account never mix on a dashboard.
+            rest_api_name=Stack.of(self).stack_name,
             description="OpenAI-compatible streaming chat completions for self-hosted LLMs",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
             api_key_source_type=apigateway.ApiKeySourceType.HEADER,

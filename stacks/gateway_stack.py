@@ -9,6 +9,7 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from llm_serving.config.gateway import GatewayConfig, pascal_case
+from llm_serving.dashboard import InferenceDashboard
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.gateway import StreamingGateway, routes_from_config
 from llm_serving.stage import Stage, StagePolicy
@@ -22,8 +23,13 @@ class GatewayStack(Stack):
     The endpoints live in their own stacks; only their names and ARNs are used here, and both
     are deterministic strings, so this stack imports nothing from the model stacks.
 
-    Outputs: ``ApiUrl``, ``ApiKeyId<Consumer>`` per consumer (``team-a`` → ``ApiKeyIdTeamA``)
-    and ``QuotaTableName``.
+    An :class:`InferenceDashboard` (``observability``) charts the gateway and every endpoint
+    and raises ``config.observability``'s alarms to one SNS topic; it lives here so that it
+    names the function and the API without cross-stack exports.
+
+    Outputs: ``ApiUrl``, ``ApiKeyId<Consumer>`` per consumer (``team-a`` → ``ApiKeyIdTeamA``),
+    ``QuotaTableName``, ``AlarmTopicArn``, and ``DashboardName`` / ``DashboardUrl`` when the
+    dashboard is enabled.
     """
 
     def __init__(
@@ -70,3 +76,30 @@ class GatewayStack(Stack):
             value=self.gateway.quota_table.table_name,
             description="DynamoDB table of the consumers' token counters",
         )
+        self.observability = InferenceDashboard(
+            self,
+            "Observability",
+            gateway=self.gateway,
+            endpoints=list(endpoints.values()),
+            config=config.observability,
+        )
+        CfnOutput(
+            self,
+            "AlarmTopicArn",
+            value=self.observability.topic.topic_arn,
+            description="SNS topic every gateway and endpoint alarm notifies",
+        )
+        if self.observability.dashboard is not None:
+            CfnOutput(
+                self,
+                "DashboardName",
+                value=self.observability.dashboard_name,
+                description="CloudWatch dashboard of the gateway and its endpoints",
+            )
+            if self.observability.dashboard_url is not None:
+                CfnOutput(
+                    self,
+                    "DashboardUrl",
+                    value=self.observability.dashboard_url,
+                    description="CloudWatch console URL of the dashboard",
+                )

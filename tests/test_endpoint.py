@@ -355,3 +355,86 @@ def test_region_agnostic_stack_maps_registry_account_at_deploy_time() -> None:
     (mapping,) = mappings.values()
     assert mapping["af-south-1"] == {"Account": "626614931356"}
     assert mapping["us-east-1"] == {"Account": "763104351884"}
+
+
+def test_latency_helper_converts_microseconds_with_ids_that_can_share_a_graph() -> None:
+    _, endpoint = _endpoint(variant("deepseek-r1-distill-qwen-7b"))
+    expressions = [endpoint.metric_latency_ms(statistic=s) for s in ("p50", "p90", "p99.9")]
+    expressions.append(endpoint.metric_latency_ms("OverheadLatency", statistic="p90"))
+    ids = [next(iter(e.using_metrics)) for e in expressions]
+    assert ids == [
+        "modellatency_p50",
+        "modellatency_p90",
+        "modellatency_p99_9",
+        "overheadlatency_p90",
+    ]
+    for expression, raw_id in zip(expressions, ids, strict=True):
+        assert expression.expression == f"{raw_id} / 1000"
+        raw = expression.using_metrics[raw_id]
+        assert isinstance(raw, type(endpoint.metric_invocations()))
+        assert raw.namespace == "AWS/SageMaker"
+        assert raw.dimensions == {
+            "EndpointName": endpoint.endpoint_name,
+            "VariantName": "AllTraffic",
+        }
+    assert expressions[1].label == "Model latency p90 (ms)"
+    assert expressions[3].label == "Overhead latency p90 (ms)"
+
+
+def test_host_metric_helpers() -> None:
+    _, endpoint = _endpoint(variant("deepseek-r1-distill-qwen-7b"))
+    for metric, name in [
+        (endpoint.metric_cpu_utilization(), "CPUUtilization"),
+        (endpoint.metric_memory_utilization(), "MemoryUtilization"),
+        (endpoint.metric_disk_utilization(), "DiskUtilization"),
+    ]:
+        assert (metric.namespace, metric.metric_name, metric.statistic) == (
+            "/aws/sagemaker/Endpoints",
+            name,
+            "Average",
+        )
+        assert metric.dimensions == {
+            "EndpointName": endpoint.endpoint_name,
+            "VariantName": "AllTraffic",
+        }
+    assert endpoint.metric_cpu_utilization().label == "CPU (0–100 × vCPUs)"
+
+
+def test_metrics_config_is_left_to_sagemaker_by_default(templates: dict[str, Template]) -> None:
+    """No MetricsConfig: it is create-only, so adding one would replace the endpoint config."""
+    for stack in (DEEPSEEK_STACK, LLAMA_STACK):
+        (config,) = templates[stack].find_resources("AWS::SageMaker::EndpointConfig").values()
+        assert "MetricsConfig" not in config["Properties"]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        ({"enhanced": True}, {"EnableEnhancedMetrics": True}),
+        (
+            {"enhanced": True, "detailed_observability": False, "publish_frequency_s": 10},
+            {
+                "EnableEnhancedMetrics": True,
+                "EnableDetailedObservability": False,
+                "MetricPublishFrequencyInSeconds": 10,
+            },
+        ),
+        ({"detailed_observability": True}, {"EnableEnhancedMetrics": False,
+                                            "EnableDetailedObservability": True}),
+    ],
+)  # fmt: skip
+def test_metrics_config_from_the_model_config(
+    metrics: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    template, _ = _endpoint(variant("deepseek-r1-distill-qwen-7b", metrics=metrics))
+    (config,) = template.find_resources("AWS::SageMaker::EndpointConfig").values()
+    assert config["Properties"]["MetricsConfig"] == expected
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [{"publish_frequency_s": 15}, {"enhanced": "sometimes"}, {"detailed": True}],
+)
+def test_metrics_config_is_validated(metrics: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="metrics"):
+        ModelConfig.model_validate(variant("deepseek-r1-distill-qwen-7b", metrics=metrics))

@@ -509,6 +509,14 @@ def _quota_table(template: Template) -> tuple[str, dict[str, Any]]:
     return logical_id, table
 
 
+def _quota_key(template: Template) -> tuple[str, dict[str, Any]]:
+    """The table's key (the stack has another one: the alarm topic's)."""
+    ((logical_id, key),) = [
+        (i, k) for i, k in template.find_resources("AWS::KMS::Key").items() if "QuotaTable" in i
+    ]
+    return logical_id, key
+
+
 def test_quota_table_is_keyed_by_pk_encrypted_recoverable_and_expiring(
     gateway_template: Template,
 ) -> None:
@@ -521,7 +529,7 @@ def test_quota_table_is_keyed_by_pk_encrypted_recoverable_and_expiring(
     assert "LocalSecondaryIndexes" not in props
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-    ((key_id, key),) = gateway_template.find_resources("AWS::KMS::Key").items()
+    key_id, key = _quota_key(gateway_template)
     assert props["SSESpecification"] == {
         "SSEEnabled": True,
         "SSEType": "KMS",
@@ -561,7 +569,7 @@ def test_prod_retains_and_protects_the_quota_table() -> None:
 
 def test_function_gets_item_actions_on_the_quota_table_only(gateway_template: Template) -> None:
     table_id, _ = _quota_table(gateway_template)
-    ((key_id, _),) = gateway_template.find_resources("AWS::KMS::Key").items()
+    key_id, _ = _quota_key(gateway_template)
     statements = list(iam_statements(gateway_template))
     dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in _actions(s))]
     assert len(dynamodb) == 1
@@ -618,8 +626,14 @@ def test_function_environment(gateway_template: Template) -> None:
         "LLM_GATEWAY_MAX_REQUEST_BYTES",
         "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S",
         "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_SERVICE_NAME",
     }
     assert LOCAL_CONSUMER_ENV not in env, "local runs only: it bypasses the API key"
+    # The metric contract: one namespace, and the stack's name as the service dimension so
+    # that two stages in one account never share a metric.
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "LlmGateway"
+    assert env["POWERTOOLS_SERVICE_NAME"] == GATEWAY_STACK
     assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
     assert env["AWS_LWA_PORT"] == "8080"
@@ -785,6 +799,9 @@ def test_gateway_stack_imports_nothing_and_outputs_url_keys_and_table(
         "ApiUrl",
         "ApiKeyIdDefault",
         "QuotaTableName",
+        "AlarmTopicArn",  # and the dashboard: tests/test_dashboard.py
+        "DashboardName",
+        "DashboardUrl",
     }
 
 

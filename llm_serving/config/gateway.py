@@ -333,6 +333,80 @@ class FallbackConfig(_Strict):
     )
 
 
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
+
+
+class ObservabilityConfig(_Strict):
+    """The gateway stack's CloudWatch dashboard and alarms (:class:`InferenceDashboard`).
+
+    Every alarm notifies one KMS-encrypted SNS topic; it compares a 5-minute statistic with
+    its threshold (alarming when above it), and a period without data is not breaching.
+    """
+
+    dashboard: bool = Field(
+        True, description="Create the CloudWatch dashboard (the alarms are created either way)."
+    )
+    ttfb_p99_ms: float = Field(
+        2000.0,
+        gt=0,
+        le=900_000,
+        description=(
+            "Per route: alarm when the gateway's TimeToFirstByte p99 (streamed requests, as "
+            "the client sees it minus the network) stays above this many milliseconds."
+        ),
+    )
+    endpoint_5xx_rate: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description=(
+            "Per endpoint: alarm when Invocation5XXErrors' average (the fraction of "
+            "invocations that failed with 5xx) stays above this."
+        ),
+    )
+    gpu_memory_percent: float = Field(
+        95.0,
+        gt=0,
+        lt=100,
+        description=(
+            "Per endpoint: alarm when GPU memory, normalized to 0-100 % of all the instance's "
+            "GPUs, stays above this. vLLM/LMI/TGI preallocate gpu_memory_utilization of each "
+            "GPU, so it must be above every endpoint's gpu_memory_utilization × 100."
+        ),
+    )
+    lambda_errors: int = Field(
+        5,
+        ge=0,
+        description="Alarm when the gateway function reports more errors than this in 5 minutes.",
+    )
+    fallback_rate: float = Field(
+        0.2,
+        gt=0,
+        le=4,
+        description=(
+            "Per route: alarm when Fallbacks / Requests (failed attempts before the serving "
+            "one, per request; up to max_attempts - 1) stays above this."
+        ),
+    )
+    alarm_email: str | None = Field(
+        None,
+        description=(
+            "Subscribe this address to the alarm topic (SNS emails a confirmation link "
+            "first); null: no subscription."
+        ),
+    )
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email_address(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 254 or not re.fullmatch(EMAIL_PATTERN, value)):
+            raise ValueError(
+                f"{value!r} is not an email address; fix: give one address like "
+                "ops@example.com, or null for no subscription"
+            )
+        return value
+
+
 def _default_tiers() -> dict[str, TierConfig]:
     return {
         "standard": TierConfig(
@@ -376,6 +450,7 @@ class GatewayConfig(_Strict):
         None, description="Omitted: one route per model config, named after it."
     )
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:

@@ -245,6 +245,51 @@ class GatewayOptions(_Strict):
     )
 
 
+MetricPublishFrequency = Literal[10, 30, 60, 120, 180, 240, 300]
+
+
+class EndpointMetrics(_Strict):
+    """The endpoint config's ``MetricsConfig`` (CloudFormation ``AWS::SageMaker::EndpointConfig``).
+
+    All defaults leave ``MetricsConfig`` out of the template, i.e. SageMaker's defaults. It is
+    create-only: changing it replaces the endpoint config, which the endpoint then deploys
+    (rolling or blue/green, like any config change).
+    """
+
+    enhanced: bool = Field(
+        False,
+        description=(
+            "EnableEnhancedMetrics: also publish utilization and invocation metrics per "
+            "instance (InstanceId) and GPU metrics per GPU (AcceleratorId). SageMaker's "
+            "default is off."
+        ),
+    )
+    detailed_observability: bool | None = Field(
+        None,
+        description=(
+            "EnableDetailedObservability: the AWS-managed collector's per-GPU, host and "
+            "container (Prometheus) metrics, queried with PromQL. null: SageMaker's default "
+            "(on for endpoint configs created since 2026-06-17); false turns it off."
+        ),
+    )
+    publish_frequency_s: MetricPublishFrequency | None = Field(
+        None,
+        description=(
+            "MetricPublishFrequencyInSeconds (SageMaker's default 60): utilization metrics, "
+            "and invocation metrics too when enhanced."
+        ),
+    )
+
+    @property
+    def is_default(self) -> bool:
+        """True when nothing is set, so the template has no ``MetricsConfig``."""
+        return (
+            not self.enhanced
+            and self.detailed_observability is None
+            and self.publish_frequency_s is None
+        )
+
+
 def _default_deployment() -> RollingDeployment:
     return RollingDeployment(strategy="rolling")
 
@@ -262,6 +307,7 @@ class ModelConfig(_Strict):
     deployment: Deployment = Field(default_factory=_default_deployment)
     license: License | None = None
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
+    metrics: EndpointMetrics = Field(default_factory=EndpointMetrics)
 
     @model_validator(mode="after")
     def _gateway_matches_container(self) -> ModelConfig:
