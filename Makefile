@@ -7,14 +7,16 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 # jsii prints a large banner on Node 20 (end of life); the toolchain still works on it.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup synth test lint local catalog clean
+.PHONY: setup synth test lint local catalog schema clean
 
 WHEELHOUSE := .wheelhouse
+# The gateway runtime's requirements ship inside its package (lambda/llm_gateway/).
+RUNTIME_REQUIREMENTS := lambda/llm_gateway/requirements.txt
 # The gateway function's dependencies as Lambda-platform wheels, so synth bundles offline
 # (keep the Python version in step with PYTHON_VERSION in llm_serving/bundling.py).
 LAMBDA_PLATFORM_PIP := --python-version 3.13 --implementation cp --only-binary=:all:
 
-setup: $(VENV)/.installed node_modules/.installed $(WHEELHOUSE)/.installed
+setup: $(VENV)/.installed $(VENV)/.editable node_modules/.installed $(WHEELHOUSE)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -23,10 +25,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
-$(WHEELHOUSE)/.installed: lambda/requirements.txt constraints.txt | $(VENV)/.installed
+# This project itself, editable (llm_serving and, from lambda/, llm_gateway: the bundler finds
+# the runtime where Python imports it from). Offline: setuptools is pinned in requirements-dev.
+# (The warning silenced is setuptools' note that ./llm_serving shadows the install: it is the
+# same directory.)
+$(VENV)/.editable: pyproject.toml llm_serving/__init__.py | $(VENV)/.installed
+	PYTHONWARNINGS='ignore:Editable installation' \
+	  $(PY) -m pip install --quiet --no-index --no-deps --no-build-isolation --editable .
+	@touch $@
+
+$(WHEELHOUSE)/.installed: $(RUNTIME_REQUIREMENTS) constraints.txt | $(VENV)/.installed
 	rm -rf $(WHEELHOUSE)
 	for arch in aarch64 x86_64; do \
-	  $(PY) -m pip download --quiet --disable-pip-version-check -r lambda/requirements.txt \
+	  $(PY) -m pip download --quiet --disable-pip-version-check -r $(RUNTIME_REQUIREMENTS) \
 	    -c constraints.txt --platform manylinux2014_$$arch $(LAMBDA_PLATFORM_PIP) \
 	    -d $(WHEELHOUSE)/$$arch || exit 1; \
 	done
@@ -40,6 +51,13 @@ node_modules/.installed: package.json package-lock.json
 ## CloudFormation validation on. Override with e.g. `make synth CDK_ARGS="-c stage=prod"`.
 synth: setup
 	cdk synth --quiet $(CDK_ARGS)
+
+## Offline `cdk diff` (no AWS account): synthesize BASE (default origin/main, else main, else
+## HEAD~1) in a temporary git worktree and the working tree, unbundled, and diff every stack's
+## template. A report, not a gate. E.g. `make diff BASE=v1.2 CDK_ARGS="-c stage=prod"`.
+.PHONY: diff
+diff: setup
+	$(PY) scripts/offline_diff.py $(if $(BASE),--base '$(BASE)') $(CDK_ARGS)
 
 ## The whole test suite (lint and type checks included).
 test: setup lint
@@ -58,6 +76,10 @@ local: setup
 ## Maintainers: regenerate the pinned image catalog from the SageMaker SDK.
 catalog: setup
 	$(PY) scripts/update_image_catalog.py
+
+## Regenerate docs/schema/*.schema.json and docs/configuration.md from the config models.
+schema: setup
+	$(PY) scripts/export_schema.py
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,7 @@ import openai
 from botocore.config import Config
 
 from local.dynamodb import create_quota_table, dynamodb_server
-from local.run import wait_ready
+from local.run import gateway_run_sh, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "bench-endpoint"
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.Popen([sys.executable, "-m", "local.emulator", "--port",
                               str(args.emulator_port), "--scenarios", scenarios.name],
                              cwd=ROOT, env=env),
-            subprocess.Popen(["sh", str(ROOT / "lambda" / "run.sh")], cwd=ROOT, env=env),
+            subprocess.Popen(["sh", str(gateway_run_sh())], cwd=ROOT, env=env),
         ]  # fmt: skip
         try:
             wait_ready(f"{emulator_url}/_emulator/requests", procs[0])

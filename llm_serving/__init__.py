@@ -5,6 +5,9 @@ Public API: :class:`ModelArtifacts`, :class:`LlmEndpoint`, :class:`LmiModelPacka
 :func:`routes_from_config`, :class:`QuotaTable` and :func:`gateway_code`, its offline-bundled
 function code), :class:`InferenceDashboard` (dashboard, alarms and their SNS topic),
 :class:`Stage`, and the typed configuration in :mod:`llm_serving.config`.
+
+Distributed as ``llm-serving-cdk``, together with the gateway's runtime package
+``llm_gateway``, which :func:`gateway_code` bundles.
 """
 
 from llm_serving.artifacts import ModelArtifacts
@@ -15,6 +18,9 @@ from llm_serving.gateway import GatewayRoute, RouteBackend, StreamingGateway, ro
 from llm_serving.lmi_package import LmiModelPackage
 from llm_serving.quota_table import QuotaTable
 from llm_serving.stage import Stage, StagePolicy
+
+__version__ = "0.1.0"
+"""The distribution's version (semantic versioning; pyproject.toml reads it from here)."""
 
 __all__ = [
     "BundlingError",
@@ -29,6 +35,7 @@ __all__ = [
     "Stage",
     "StagePolicy",
     "StreamingGateway",
+    "__version__",
     "gateway_code",
     "routes_from_config",
 ]

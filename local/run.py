@@ -5,12 +5,14 @@ The routing and consumer tables are the ones synth writes into the function's en
 ones. What differs: boto3 reaches the emulator and a local DynamoDB (moto, single-threaded)
 through ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL_DYNAMODB``; and with no API
 Gateway in front, every request acts as one configured consumer (``--consumer``). The gateway
-runs through ``lambda/run.sh``, as the Lambda Web Adapter starts it.
+runs through the runtime package's ``run.sh`` (``lambda/llm_gateway/run.sh``), as the Lambda Web
+Adapter starts it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -30,6 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 QUOTA_TABLE = "llm-gateway-quota"
 REASONING = "The user greets me. A short, friendly answer is best; no need for a long explanation."
 CONTENT = "Hello! I am a local emulator standing in for the model. How can I help? 🙂"
+
+
+def gateway_run_sh() -> Path:
+    """``run.sh`` of the ``llm_gateway`` package Python imports (the one the bundler ships)."""
+    spec = importlib.util.find_spec("llm_gateway")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("error: the llm_gateway package is not importable; run `make setup`")
+    return Path(next(iter(spec.submodule_search_locations))) / "run.sh"
 
 
 def synthesized_tables(
@@ -137,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
              "--scenarios", str(scenario_file)],
             cwd=ROOT, env=env,
         )  # fmt: skip
-        gateway = subprocess.Popen(["sh", str(ROOT / "lambda" / "run.sh")], cwd=ROOT, env=env)
+        gateway = subprocess.Popen(["sh", str(gateway_run_sh())], cwd=ROOT, env=env)
         try:
             wait_ready(f"{emulator_url}/_emulator/requests", emulator)
             wait_ready(f"{gateway_url}/healthz", gateway)

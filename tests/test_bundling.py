@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,13 +15,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Template
 
 from llm_serving.bundling import (
-    LAMBDA_DIR,
     RUNTIME,
     BundlingError,
     GatewayLocalBundler,
     gateway_code,
+    runtime_dir,
 )
-from tests.conftest import make_app
+from tests.conftest import ROOT, make_app
+
+RUNTIME_DIR = runtime_dir()
 
 MACHINE = {"arm64": "aarch64", "x86_64": "x86_64"}
 
@@ -36,18 +39,20 @@ def test_local_bundle_has_the_app_and_its_platform_wheels(
     GatewayLocalBundler(architecture=architecture).bundle(tmp_path)  # type: ignore[arg-type]
 
     run_sh = tmp_path / "run.sh"
-    assert run_sh.read_bytes() == (LAMBDA_DIR / "run.sh").read_bytes()
+    assert run_sh.read_bytes() == (RUNTIME_DIR / "run.sh").read_bytes()
     assert os.access(run_sh, os.X_OK)
     package = tmp_path / "llm_gateway"
     assert (package / "__init__.py").is_file()
     assert (package / "routes.py").is_file()
-    shipped = {p.relative_to(tmp_path) for p in package.rglob("*") if p.is_file()}
+    shipped = {p.relative_to(package) for p in package.rglob("*") if p.is_file()}
     expected = {
-        p.relative_to(LAMBDA_DIR)
-        for p in (LAMBDA_DIR / "llm_gateway").rglob("*")
+        p.relative_to(RUNTIME_DIR)
+        for p in RUNTIME_DIR.rglob("*")
         if p.is_file() and p.suffix in (".py", ".typed") and "__pycache__" not in p.parts
     }
     assert shipped == expected
+    assert not (package / "run.sh").exists(), "the handler lives at the root only"
+    assert not (package / "requirements.txt").exists()
     assert not list(tmp_path.rglob("__pycache__"))
     assert not list(tmp_path.rglob("*.pyc"))
 
@@ -75,7 +80,7 @@ def _asset_hash(
     architecture: str = "arm64",
     *,
     bundling: bool = False,
-    source_dir: Path = LAMBDA_DIR,
+    source_dir: Path = RUNTIME_DIR,
     outdir: Path | None = None,
 ) -> str:
     app = make_app(bundling=bundling, outdir=outdir)
@@ -109,20 +114,59 @@ def test_synth_bundles_into_the_assembly_with_the_unbundled_hash(tmp_path: Path)
 
 
 def test_asset_hash_follows_sources_and_architecture_not_caches(tmp_path: Path) -> None:
-    source = tmp_path / "lambda"
-    shutil.copytree(LAMBDA_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
+    source = tmp_path / "llm_gateway"
+    shutil.copytree(RUNTIME_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
     base = _asset_hash(source_dir=source)
 
-    cache = source / "llm_gateway" / "__pycache__"
+    cache = source / "__pycache__"
     cache.mkdir()
     (cache / "routes.cpython-311.pyc").write_bytes(b"\0stale")
     assert _asset_hash(source_dir=source) == base, "caches must not change the asset"
 
     assert _asset_hash("x86_64", source_dir=source) != base, "each architecture is its own asset"
 
-    routes = source / "llm_gateway" / "routes.py"
+    requirements = source / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "# changed\n")
+    with_requirements = _asset_hash(source_dir=source)
+    assert with_requirements != base, "the runtime's pins are part of the asset"
+
+    routes = source / "routes.py"
     routes.write_text(routes.read_text() + "\n# changed\n")
-    assert _asset_hash(source_dir=source) != base
+    assert _asset_hash(source_dir=source) not in (base, with_requirements)
+
+
+def test_runtime_is_the_imported_package_with_its_files() -> None:
+    """The bundler ships the llm_gateway Python imports (in this checkout: an editable install of
+    lambda/), never a path relative to the library's own files."""
+    spec = importlib.util.find_spec("llm_gateway")
+    assert spec is not None
+    assert spec.origin is not None
+    assert RUNTIME_DIR == Path(spec.origin).parent == ROOT / "lambda" / "llm_gateway"
+    assert os.access(RUNTIME_DIR / "run.sh", os.X_OK)
+    assert (RUNTIME_DIR / "requirements.txt").is_file()
+
+
+def test_bundler_reads_wheelhouse_and_constraints_from_the_app_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defaults are the app's files in the current directory (where `cdk synth` runs the app);
+    an app without constraints.txt still bundles from its wheelhouse."""
+    monkeypatch.chdir(tmp_path)
+    bundler = GatewayLocalBundler(architecture="arm64")
+    assert bundler.wheelhouse == tmp_path / ".wheelhouse" / "aarch64"
+    assert bundler.constraints is None
+    assert bundler.source_dir == RUNTIME_DIR
+    with pytest.raises(BundlingError, match=r"pip download -r .*requirements\.txt"):
+        bundler.bundle(tmp_path / "out")
+
+    (tmp_path / ".wheelhouse").symlink_to(ROOT / ".wheelhouse")
+    (tmp_path / "out").mkdir()  # CDK creates the output directory
+    GatewayLocalBundler(architecture="arm64").bundle(tmp_path / "out")
+    assert (tmp_path / "out" / "llm_gateway" / "main.py").is_file()
+    assert list((tmp_path / "out" / "pydantic_core").glob("*aarch64-linux-gnu.so"))
+
+    (tmp_path / "constraints.txt").write_text("anyio==4.16.0\n")
+    assert GatewayLocalBundler(architecture="arm64").constraints == tmp_path / "constraints.txt"
 
 
 def test_docker_fallback_is_opt_in(tmp_path: Path) -> None:

@@ -124,6 +124,7 @@ class FunctionSettings(_Strict):
             "Retention of the function's and the access logs, in days; default: the stage's "
             "(two weeks in dev, one year in prod)."
         ),
+        json_schema_extra={"enum": [*LOG_RETENTION_DAYS, None]},
     )
 
     @field_validator("log_retention_days")
@@ -151,7 +152,9 @@ class Limits(_Strict):
 class Upstream(_Strict):
     """Timeouts talking to the SageMaker runtime."""
 
-    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Time allowed to connect to the SageMaker runtime."
+    )
     read_timeout_s: float = Field(
         120.0,
         gt=0,
@@ -291,8 +294,15 @@ class BackendConfig(_Strict):
 class RouteConfig(_Strict):
     """A model alias clients send as ``model``, served by ordered backends."""
 
-    model: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-    backends: tuple[BackendConfig, ...] = Field(min_length=1)
+    model: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        description="The alias clients send as ``model``.",
+    )
+    backends: tuple[BackendConfig, ...] = Field(
+        min_length=1, description="Model configs serving it, in fallback order."
+    )
     first_byte_timeout_s: float = Field(
         60.0, gt=0, le=900, description="An attempt with no first token by then has failed."
     )
@@ -439,18 +449,35 @@ class GatewayConfig(_Strict):
     :meth:`for_models` narrows the config to the models being deployed.
     """
 
-    web_adapter: WebAdapter = Field(default_factory=WebAdapter)
-    function: FunctionSettings = Field(default_factory=FunctionSettings)
-    limits: Limits = Field(default_factory=Limits)
-    upstream: Upstream = Field(default_factory=Upstream)
-    api: Api = Field(default_factory=Api)
-    tiers: dict[LowerName, TierConfig] = Field(default_factory=_default_tiers, min_length=1)
-    consumers: tuple[ConsumerConfig, ...] = Field(default_factory=_default_consumers)
+    web_adapter: WebAdapter = Field(
+        default_factory=WebAdapter, description="The Lambda Web Adapter layer."
+    )
+    function: FunctionSettings = Field(
+        default_factory=FunctionSettings, description="The proxy function's size and logs."
+    )
+    limits: Limits = Field(default_factory=Limits, description="What clients may send.")
+    upstream: Upstream = Field(
+        default_factory=Upstream, description="Timeouts talking to the SageMaker runtime."
+    )
+    api: Api = Field(default_factory=Api, description="Account-level settings of the REST API.")
+    tiers: dict[LowerName, TierConfig] = Field(
+        default_factory=_default_tiers,
+        min_length=1,
+        description="Usage tiers by name (one usage plan each); at least one.",
+    )
+    consumers: tuple[ConsumerConfig, ...] = Field(
+        default_factory=_default_consumers,
+        description="Callers, one API key each; names unique.",
+    )
     routes: tuple[RouteConfig, ...] | None = Field(
         None, description="Omitted: one route per model config, named after it."
     )
-    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
-    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    fallback: FallbackConfig = Field(
+        default_factory=FallbackConfig, description="When a failing backend is skipped."
+    )
+    observability: ObservabilityConfig = Field(
+        default_factory=ObservabilityConfig, description="Dashboard and alarm thresholds."
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:

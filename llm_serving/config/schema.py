@@ -56,7 +56,7 @@ class Architecture(_Strict):
 class HubWeights(_Strict):
     """Weights downloaded by the container from the Hugging Face Hub at start-up."""
 
-    source: Literal["hub"]
+    source: Literal["hub"] = Field(description="Selects Hugging Face Hub weights.")
     hub_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="Hub repository, org/name.")
     revision: str | None = Field(None, description="Commit or tag to pin; recommended for prod.")
     token_secret_name: str | None = Field(
@@ -71,7 +71,7 @@ class HubWeights(_Strict):
 class S3Weights(_Strict):
     """Uncompressed weights under a prefix of the artifact bucket."""
 
-    source: Literal["s3"]
+    source: Literal["s3"] = Field(description="Selects weights in the artifact bucket.")
     prefix: str = Field(
         pattern=r"^[A-Za-z0-9!_.*'()/-]+/$",
         description="Key prefix in the artifact bucket, ending with '/'.",
@@ -93,7 +93,7 @@ class _ContainerBase(_Strict):
 class VllmContainer(_ContainerBase):
     """AWS vLLM container: OpenAI-compatible server; every SM_VLLM_<FLAG> becomes --<flag>."""
 
-    family: Literal["vllm"]
+    family: Literal["vllm"] = Field(description="Selects the AWS vLLM container.")
     reasoning_parser: str | None = Field(
         None, description="vLLM --reasoning-parser, e.g. deepseek_r1 for reasoning_content."
     )
@@ -106,10 +106,16 @@ class VllmContainer(_ContainerBase):
 class LmiContainer(_ContainerBase):
     """DJL Serving LMI container, configured by a rendered serving.properties."""
 
-    family: Literal["lmi"]
-    rolling_batch: Literal["vllm", "lmi-dist", "disable"] = "vllm"
-    max_rolling_batch_size: int = Field(32, gt=0)
-    model_loading_timeout_s: int = Field(900, ge=60, le=3600)
+    family: Literal["lmi"] = Field(description="Selects the DJL Serving LMI container.")
+    rolling_batch: Literal["vllm", "lmi-dist", "disable"] = Field(
+        "vllm", description="option.rolling_batch: the continuous-batching engine."
+    )
+    max_rolling_batch_size: int = Field(
+        32, gt=0, description="option.max_rolling_batch_size: concurrent sequences per replica."
+    )
+    model_loading_timeout_s: int = Field(
+        900, ge=60, le=3600, description="option.model_loading_timeout, in seconds."
+    )
     options: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.]+$")], EngineArgValue] = Field(
         default_factory=dict, description="Further serving.properties entries: option.<key>=value."
     )
@@ -118,8 +124,10 @@ class LmiContainer(_ContainerBase):
 class TgiContainer(_ContainerBase):
     """Hugging Face TGI container."""
 
-    family: Literal["tgi"]
-    max_input_length: int = Field(gt=0)
+    family: Literal["tgi"] = Field(description="Selects the Hugging Face TGI container.")
+    max_input_length: int = Field(
+        gt=0, description="MAX_INPUT_LENGTH: longest prompt in tokens; below max_model_len."
+    )
 
     @model_validator(mode="after")
     def _input_shorter_than_total(self) -> TgiContainer:
@@ -138,25 +146,40 @@ class Instance(_Strict):
     """The production variant's hardware and start-up budget."""
 
     type: str = Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$", description="e.g. ml.g5.2xlarge")
-    initial_count: int = Field(1, ge=1)
+    initial_count: int = Field(
+        1, ge=1, description="Instances at creation; within the scaling bounds."
+    )
     inference_ami_version: InferenceAmiVersion | None = Field(
         None, description="Host AMI (GPU driver); the vLLM image needs a recent one."
     )
     volume_size_gb: int | None = Field(
         None, ge=1, le=512, description="EBS volume; only for instance types without NVMe storage."
     )
-    model_data_download_timeout_s: int = Field(1200, ge=60, le=3600)
-    container_startup_health_check_timeout_s: int = Field(1200, ge=60, le=3600)
+    model_data_download_timeout_s: int = Field(
+        1200, ge=60, le=3600, description="Time allowed to download the model data, in seconds."
+    )
+    container_startup_health_check_timeout_s: int = Field(
+        1200,
+        ge=60,
+        le=3600,
+        description="Time allowed for the container to pass its first health check, in seconds.",
+    )
 
 
 class Scaling(_Strict):
     """Target tracking on SageMaker's high-resolution ConcurrentRequestsPerModel."""
 
-    min_instances: int = Field(1, ge=1)
-    max_instances: int = Field(1, ge=1)
-    target_concurrent_requests_per_model: float = Field(8, gt=0)
-    scale_in_cooldown_s: int = Field(900, ge=0)
-    scale_out_cooldown_s: int = Field(300, ge=0)
+    min_instances: int = Field(1, ge=1, description="Fewest instances (endpoints cannot reach 0).")
+    max_instances: int = Field(1, ge=1, description="Most instances; at least min_instances.")
+    target_concurrent_requests_per_model: float = Field(
+        8, gt=0, description="Target of ConcurrentRequestsPerModel per instance."
+    )
+    scale_in_cooldown_s: int = Field(
+        900, ge=0, description="Seconds after a scale-in before the next one."
+    )
+    scale_out_cooldown_s: int = Field(
+        300, ge=0, description="Seconds after a scale-out before the next one."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:
@@ -173,25 +196,49 @@ class _DeploymentBase(_Strict):
         0.05, gt=0, le=1, description="Invocation5XXErrors average that triggers auto-rollback."
     )
     rollback_alarm_periods: int = Field(3, ge=1, description="Consecutive 1-minute periods.")
-    max_execution_timeout_s: int = Field(3600, ge=600, le=14400)
+    max_execution_timeout_s: int = Field(
+        3600, ge=600, le=14400, description="Longest the whole deployment may take, in seconds."
+    )
 
 
 class RollingDeployment(_DeploymentBase):
     """Replace instances in batches; needs no second fleet."""
 
-    strategy: Literal["rolling"]
-    batch_instances: int = Field(1, ge=1)
-    wait_interval_s: int = Field(300, ge=0, le=3600)
+    strategy: Literal["rolling"] = Field(description="Selects a rolling deployment.")
+    batch_instances: int = Field(1, ge=1, description="Instances replaced per batch.")
+    wait_interval_s: int = Field(
+        300,
+        ge=0,
+        le=3600,
+        description="Seconds each batch bakes while the rollback alarm is watched.",
+    )
 
 
 class BlueGreenDeployment(_DeploymentBase):
     """Stand up a full green fleet, shift traffic, bake, then retire blue (2× GPU quota)."""
 
-    strategy: Literal["blue_green"]
-    traffic: Literal["all_at_once", "canary"] = "all_at_once"
-    canary_percent: int = Field(10, ge=1, le=50)
-    wait_interval_s: int = Field(600, ge=0, le=3600)
-    termination_wait_s: int = Field(600, ge=0, le=3600)
+    strategy: Literal["blue_green"] = Field(description="Selects a blue/green deployment.")
+    traffic: Literal["all_at_once", "canary"] = Field(
+        "all_at_once", description="Shift all traffic at once, or a canary share first."
+    )
+    canary_percent: int = Field(
+        10,
+        ge=1,
+        le=50,
+        description="Percent of the green fleet's capacity that gets traffic first (canary).",
+    )
+    wait_interval_s: int = Field(
+        600,
+        ge=0,
+        le=3600,
+        description="Seconds each traffic shift bakes while the rollback alarm is watched.",
+    )
+    termination_wait_s: int = Field(
+        600,
+        ge=0,
+        le=3600,
+        description="Seconds the blue fleet is kept after all traffic has shifted.",
+    )
 
 
 Deployment = Annotated[RollingDeployment | BlueGreenDeployment, Field(discriminator="strategy")]
@@ -200,10 +247,11 @@ Deployment = Annotated[RollingDeployment | BlueGreenDeployment, Field(discrimina
 class License(_Strict):
     """A model licence that must be accepted explicitly (e.g. the Meta Llama 2 licence)."""
 
-    name: str
-    url: str = Field(pattern=r"^https://")
+    name: str = Field(description="The licence's name, used in messages.")
+    url: str = Field(pattern=r"^https://", description="Where the licence can be read.")
     accept_eula: bool = Field(
-        description="Must be true to deploy; sent as CustomAttributes accept_eula=true."
+        description="Must be true to deploy; sent as CustomAttributes accept_eula=true.",
+        json_schema_extra={"const": True},
     )
 
     @model_validator(mode="after")
@@ -298,16 +346,25 @@ class ModelConfig(_Strict):
     """One model deployment: weights, container, instance, scaling, deployment policy."""
 
     name: str = Field(pattern=_NAME_PATTERN, description="Lower-case id, ≤ 40 chars.")
-    description: str = ""
-    architecture: Architecture
-    container: Container
-    weights: Weights
-    instance: Instance
-    scaling: Scaling = Field(default_factory=Scaling)
-    deployment: Deployment = Field(default_factory=_default_deployment)
-    license: License | None = None
-    gateway: GatewayOptions = Field(default_factory=GatewayOptions)
-    metrics: EndpointMetrics = Field(default_factory=EndpointMetrics)
+    description: str = Field("", description="Free text for people; not deployed.")
+    architecture: Architecture = Field(description="The network, for the GPU fit check.")
+    container: Container = Field(description="Serving container, selected by family.")
+    weights: Weights = Field(description="Where the weights come from, selected by source.")
+    instance: Instance = Field(description="Instance type and start-up budget.")
+    scaling: Scaling = Field(default_factory=Scaling, description="Autoscaling bounds and target.")
+    deployment: Deployment = Field(
+        default_factory=_default_deployment,
+        description="How updates roll out, selected by strategy; rolling by default.",
+    )
+    license: License | None = Field(
+        None, description="A licence that must be accepted (gated models); null: none."
+    )
+    gateway: GatewayOptions = Field(
+        default_factory=GatewayOptions, description="How the streaming gateway talks to it."
+    )
+    metrics: EndpointMetrics = Field(
+        default_factory=EndpointMetrics, description="The endpoint config's MetricsConfig."
+    )
 
     @model_validator(mode="after")
     def _gateway_matches_container(self) -> ModelConfig:
