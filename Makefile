@@ -73,6 +73,11 @@ lint: setup
 local: setup
 	$(PY) -m local.run $(LOCAL_ARGS)
 
+## Benchmarks: gateway overhead, relay throughput, cold start, synth and test time (a few
+## minutes; writes bench-results.json). Figures and method: docs/benchmarks.md.
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
+
 ## Maintainers: regenerate the pinned image catalog from the SageMaker SDK.
 catalog: setup
 	$(PY) scripts/update_image_catalog.py

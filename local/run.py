@@ -45,9 +45,29 @@ def gateway_run_sh() -> Path:
 def synthesized_tables(
     config_dir: Path, stage: str, region: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``LLM_GATEWAY_ROUTES`` and ``LLM_GATEWAY_CONSUMERS`` values the app would deploy
-    (built in-process, no synth), the consumers keyed by name instead of API key id."""
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    """The ``LLM_GATEWAY_ROUTES`` and ``LLM_GATEWAY_CONSUMERS`` values the app would deploy,
+    the consumers keyed by name instead of API key id.
+
+    Built in a child process: the CDK app needs jsii's node runtime, which must not live in
+    this long-running process (Ctrl-C reaches node too, and jsii's exit handler then hangs).
+    """
+    code = (
+        "import json, sys; from pathlib import Path; from local.run import _build_tables; "
+        "print(json.dumps(_build_tables(Path(sys.argv[1]), sys.argv[2], sys.argv[3])))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(config_dir), stage, region],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"},
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"error: could not build the app's tables:\n{result.stderr[-2000:]}")
+    tables = json.loads(result.stdout.strip().splitlines()[-1])
+    return tables["routes"], tables["consumers"]
+
+
+def _build_tables(config_dir: Path, stage: str, region: str) -> dict[str, Any]:
+    """In a child process (see :func:`synthesized_tables`): build the app, return its tables."""
     from aws_cdk import App
 
     from llm_serving.stage import Stage
@@ -57,7 +77,7 @@ def synthesized_tables(
     app = App(context={**context, "aws:cdk:bundling-stacks": []})
     built = build(app, AppSettings(stage=Stage(stage), region=region, config_dir=config_dir))
     gateway = built.gateway.gateway
-    return gateway.route_table, gateway.consumer_table()
+    return {"routes": gateway.route_table, "consumers": gateway.consumer_table()}
 
 
 def scenarios(routes: dict[str, Any], config_dir: Path, delay_ms: float) -> dict[str, Any]:

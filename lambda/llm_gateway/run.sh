@@ -7,6 +7,6 @@ here=$(dirname "$0")
 # Run from the directory that holds the llm_gateway package: the asset root in Lambda, the
 # package's parent directory otherwise.
 if [ -d "$here/llm_gateway" ]; then cd "$here" || exit 1; else cd "$here/.." || exit 1; fi
-exec python3 -m uvicorn llm_gateway.main:app \
+exec python3 -m uvicorn llm_gateway.main:app --loop asyncio --http httptools \
   --host 127.0.0.1 --port "${AWS_LWA_PORT:-${PORT:-8080}}" \
   --no-access-log --no-server-header --log-level warning --timeout-graceful-shutdown 1

@@ -1,19 +1,29 @@
-"""The first-chunk benchmark runs end to end (figures are reported, never asserted)."""
+"""The benchmarks run end to end (figures are reported, never asserted)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bench.first_chunk import main
+from bench import relay, ttfb
+from bench.first_chunk import main as first_chunk
 from local.serving import free_port
 
 
 def test_first_chunk_bench_produces_its_table(tmp_path: Path) -> None:
     out = tmp_path / "first_chunk.json"
     args = ["--requests", "3", "--port", str(free_port()), "--emulator-port", str(free_port())]
-    assert main([*args, "--json", str(out)]) == 0
+    assert first_chunk([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["requests"] == 3
     for path in ("direct_boto3", "via_gateway_openai_sdk", "via_gateway_httpx"):
         assert result[path]["median_ms"] > 0
+
+
+def test_ttfb_and_relay_benches_measure_something() -> None:
+    figures = ttfb.run(requests=2, concurrency=2)
+    assert figures["requests"] == 4
+    assert figures["gateway_httpx_ms"]["median"] > 0
+    throughput = relay.run(200)
+    assert throughput["gateway_chunks_per_s"] > 0
+    assert throughput["emulator_parts_per_s"] > 0
