@@ -18,13 +18,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import boto3
 import httpx2 as httpx
 import openai
 from botocore.config import Config
 
+from bench.ttfb import first_part as direct
 from local.dynamodb import create_quota_table, dynamodb_server
 from local.run import gateway_run_sh, wait_ready
 
@@ -51,20 +51,6 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
         "p90_ms": pick(0.90) * 1000,
         "p99_ms": pick(0.99) * 1000,
     }
-
-
-def direct(client: Any, body: bytes) -> float:
-    start = time.perf_counter()
-    response = client.invoke_endpoint_with_response_stream(
-        EndpointName=ENDPOINT, Body=body, ContentType="application/json"
-    )
-    stream = response["Body"]
-    for event in stream:
-        if "PayloadPart" in event and b'"reasoning' in event["PayloadPart"]["Bytes"]:
-            elapsed = time.perf_counter() - start
-            break
-    stream.close()
-    return elapsed
 
 
 def gateway(client: openai.OpenAI) -> float:
@@ -143,15 +129,14 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             oa = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="bench", max_retries=0)
             raw = httpx.Client(base_url=gateway_url, headers={"content-type": "application/json"})
-            body = json.dumps({"messages": MESSAGES, "stream": True}).encode()
             gateway_body = json.dumps({"model": "bench", "messages": MESSAGES, "stream": True})
             for _ in range(10):  # warm up connections and code paths
-                direct(sm, body)
+                direct(sm)
                 gateway(oa)
                 gateway_raw(raw, gateway_body.encode())
             d, g, r = [], [], []
             for _ in range(args.requests):
-                d.append(direct(sm, body))
+                d.append(direct(sm))
                 g.append(gateway(oa))
                 r.append(gateway_raw(raw, gateway_body.encode()))
         finally:
