@@ -35,14 +35,19 @@ def output_allowance(request: ChatRequest, tier: Tier | None) -> int | None:
     return tier.default_reservation if tier is not None else None
 
 
-def charged_tokens(outcome: Outcome, prompt: int) -> int:
-    """Tokens to settle: the backend's usage where it reported one (a backend reporting no
-    prompt count, like LMI's native stream, is charged the estimate), else the estimate plus
-    one token per streamed delta (a stream cut short reports no usage)."""
+def token_counts(outcome: Outcome, prompt: int) -> tuple[int, int]:
+    """Input and output tokens of a response: the backend's usage where it reported one (a
+    backend reporting no prompt count, like LMI's native stream, counts the estimate), else the
+    estimate and one token per streamed delta (a stream cut short reports no usage)."""
     usage = outcome.usage
     if usage is None:
-        return prompt + outcome.text_deltas
-    return (usage.prompt_tokens or prompt) + usage.completion_tokens
+        return prompt, outcome.text_deltas
+    return usage.prompt_tokens or prompt, usage.completion_tokens
+
+
+def charged_tokens(outcome: Outcome, prompt: int) -> int:
+    """Tokens to settle: input plus output, as :func:`token_counts` counts them."""
+    return sum(token_counts(outcome, prompt))
 
 
 def _duration(seconds: float) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import uuid
@@ -18,7 +17,7 @@ from starlette.routing import Route
 
 from llm_gateway import admission
 from llm_gateway.errors import GatewayError, model_not_found
-from llm_gateway.identity import REQUEST_CONTEXT_HEADER, Caller, identify
+from llm_gateway.identity import Caller, context_request_id, identify
 from llm_gateway.quota import QuotaExceeded, QuotaStore, QuotaUnavailable, Reservation
 from llm_gateway.request import ChatRequest, parse_chat_request
 from llm_gateway.routing import BackendHealth, attempt_order
@@ -54,11 +53,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def _request_id(request: Request) -> str:
     """API Gateway's request id when there is one (the Web Adapter's context), else a new one."""
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
-        context = json.loads(request.headers.get(REQUEST_CONTEXT_HEADER, ""))
-        if isinstance(context.get("requestId"), str):
-            return str(context["requestId"])
-    return f"req-{uuid.uuid4().hex}"
+    return context_request_id(request.headers) or f"req-{uuid.uuid4().hex}"
 
 
 def _error_response(error: GatewayError) -> JSONResponse:
@@ -99,14 +94,12 @@ class Gateway:
         return identify(request.headers, table, self.settings.local_consumer)
 
     async def _reserve(
-        self, caller: Caller | None, chat: ChatRequest, opening: asyncio.Task[Any]
+        self, caller: Caller | None, chat: ChatRequest, prompt: int, opening: asyncio.Task[Any]
     ) -> Reservation | None:
         """Reserve the request's tokens while the backend is already being opened."""
         if caller is None or self.quota is None:
             return None
-        amount = admission.prompt_estimate(chat) + (
-            admission.output_allowance(chat, caller.tier) or 0
-        )
+        amount = prompt + (admission.output_allowance(chat, caller.tier) or 0)
         try:
             return await asyncio.to_thread(
                 self.quota.reserve,
@@ -124,17 +117,15 @@ class Gateway:
             raise admission.quota_unavailable() from None
 
     def _finisher(
-        self, reservation: Reservation | None, chat: ChatRequest, telemetry: RequestTelemetry
+        self, reservation: Reservation | None, prompt: int, telemetry: RequestTelemetry
     ) -> OnEnd:
         """What happens when the response ends: settle the tokens, then emit telemetry."""
         quota = self.quota
-        prompt = admission.prompt_estimate(chat)
 
         async def finish(outcome: Outcome) -> None:
-            used = admission.charged_tokens(outcome, prompt)
-            usage = outcome.usage
-            telemetry.input_tokens = (usage.prompt_tokens if usage else 0) or prompt
-            telemetry.output_tokens = usage.completion_tokens if usage else outcome.text_deltas
+            input_tokens, output_tokens = admission.token_counts(outcome, prompt)
+            used = input_tokens + output_tokens
+            telemetry.input_tokens, telemetry.output_tokens = input_tokens, output_tokens
             if outcome.error is not None:
                 telemetry.fail(outcome.error.status, outcome.error.code)
             if reservation is not None and quota is not None:
@@ -192,7 +183,8 @@ class Gateway:
                 failed=failed,
             )
         )
-        reservation = await self._reserve(caller, chat, opening)
+        prompt = admission.prompt_estimate(chat)
+        reservation = await self._reserve(caller, chat, prompt, opening)
         try:
             stream = await opening
         except GatewayError:
@@ -205,7 +197,7 @@ class Gateway:
         telemetry.attempts = stream.attempts
         telemetry.fallbacks = len(failed)
         telemetry.upstream_ttfb_s = stream.upstream_ttfb_s
-        finish = self._finisher(reservation, chat, telemetry)
+        finish = self._finisher(reservation, prompt, telemetry)
         headers = {"x-llm-backend": stream.backend.name}
         if reservation is not None:
             headers |= admission.ratelimit_headers(reservation.limiting, reservation.remaining)

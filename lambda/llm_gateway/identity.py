@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.datastructures import Headers
 
@@ -30,6 +31,23 @@ def _unauthorized(message: str) -> GatewayError:
     return GatewayError(401, message, code="invalid_api_key")
 
 
+def _context(raw: str) -> dict[str, Any] | None:
+    """One request-context header value as a JSON object, or None."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def context_request_id(headers: Headers) -> str | None:
+    """API Gateway's request id from the (first) request context, if there is one."""
+    raw = headers.get(REQUEST_CONTEXT_HEADER)
+    context = _context(raw) if raw is not None else None
+    request_id = context.get("requestId") if context is not None else None
+    return request_id if isinstance(request_id, str) else None
+
+
 def identify(headers: Headers, table: ConsumerTable, local_consumer: str | None) -> Caller:
     """The caller of this request, from API Gateway's request context.
 
@@ -45,12 +63,12 @@ def identify(headers: Headers, table: ConsumerTable, local_consumer: str | None)
         if local is None:
             raise _unauthorized("No API key identity on this request.")
         return Caller(local, table.tier(local.tier), f"local-{uuid.uuid4().hex}")
-    try:
-        context = json.loads(contexts[0])
-        key_id = context["identity"]["apiKeyId"]
-        request_id = str(context.get("requestId") or uuid.uuid4().hex)
-    except (ValueError, KeyError, TypeError):
-        raise _unauthorized("No API key identity on this request.") from None
+    context = _context(contexts[0]) or {}
+    identity = context.get("identity")
+    if not isinstance(identity, dict) or "apiKeyId" not in identity:
+        raise _unauthorized("No API key identity on this request.")
+    key_id = identity["apiKeyId"]
+    request_id = str(context.get("requestId") or uuid.uuid4().hex)
     consumer = table.consumers.get(key_id) if isinstance(key_id, str) else None
     if consumer is None:
         raise _unauthorized("This API key is not registered with the gateway.")

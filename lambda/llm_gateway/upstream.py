@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     ConnectionError,
     ConnectTimeoutError,
@@ -103,8 +102,6 @@ def classify(exc: Exception) -> UpstreamError:
         return UpstreamError("timeout", type(exc).__name__, retryable=True)
     if isinstance(exc, ConnectionError):
         return UpstreamError("connection", type(exc).__name__, retryable=True)
-    if isinstance(exc, BotoCoreError):
-        return UpstreamError("internal", type(exc).__name__, retryable=True)
     return UpstreamError("internal", type(exc).__name__, retryable=True)
 
 
