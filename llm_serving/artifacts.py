@@ -6,7 +6,6 @@ from typing import Any
 
 from aws_cdk import CfnResource, Duration, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -28,13 +27,8 @@ class ModelArtifacts(Construct):
         self.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
         policy = StagePolicy.for_stage(stage)
 
-        self.key = kms.Key(
-            self,
-            "Key",
-            description="Encrypts model artifacts and endpoint storage volumes",
-            enable_key_rotation=True,
-            pending_window=policy.key_pending_window,
-            removal_policy=policy.removal_policy,
+        self.key = policy.data_key(
+            self, "Key", description="Encrypts model artifacts and endpoint storage volumes"
         )
 
         # Shared by both buckets: private, TLS 1.2+ only, ACLs off, lifetime by stage.

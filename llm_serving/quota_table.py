@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from llm_serving.stage import Stage, StagePolicy
@@ -40,13 +39,8 @@ class QuotaTable(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, stage: Stage) -> None:
         super().__init__(scope, construct_id)
         policy = StagePolicy.for_stage(stage)
-        self.key = kms.Key(
-            self,
-            "Key",
-            description="Encrypts the LLM gateway's token quota counters",
-            enable_key_rotation=True,
-            pending_window=policy.key_pending_window,
-            removal_policy=policy.removal_policy,
+        self.key = policy.data_key(
+            self, "Key", description="Encrypts the LLM gateway's token quota counters"
         )
         self.table = dynamodb.Table(
             self,

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from constructs import Construct
 
 
 class Stage(StrEnum):
@@ -55,4 +57,15 @@ class StagePolicy:
             access_log_expiry=Duration.days(30),
             noncurrent_version_expiry=Duration.days(7),
             key_pending_window=Duration.days(7),
+        )
+
+    def data_key(self, scope: Construct, construct_id: str, *, description: str) -> kms.Key:
+        """A rotated KMS key for data of this stage: destroyed with it in dev, kept in prod."""
+        return kms.Key(
+            scope,
+            construct_id,
+            description=description,
+            enable_key_rotation=True,
+            pending_window=self.key_pending_window,
+            removal_policy=self.removal_policy,
         )
