@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,67 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30
     raise SystemExit(f"error: {url} not ready after {timeout_s} s")
 
 
+@dataclass(frozen=True)
+class LocalServers:
+    emulator: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[bytes]
+    emulator_url: str
+    gateway_url: str
+
+
+@contextmanager
+def local_servers(
+    *,
+    scenarios: Mapping[str, Any],
+    env: Mapping[str, str],
+    emulator_port: int,
+    gateway_port: int,
+    quiet: bool = False,
+) -> Iterator[LocalServers]:
+    """The emulator (answering ``scenarios``) and the gateway (through ``run.sh``), each its own
+    process on loopback, ready when the block starts and stopped when it exits.
+
+    ``env`` adds the gateway's settings (routes, consumers, …) and credentials to this process's
+    environment; the emulator's URL, the port and this interpreter on ``PATH`` are filled in.
+    """
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        # run.sh starts `python3`: make it this interpreter (the project's venv).
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": emulator_url,
+        "PORT": str(gateway_port),
+        **env,
+    }
+    full_env.pop("AWS_LWA_PORT", None)
+    output: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario_file = Path(tmp) / "scenarios.json"
+        scenario_file.write_text(json.dumps(scenarios))
+        emulator = subprocess.Popen(
+            [sys.executable, "-m", "local.emulator", "--port", str(emulator_port),
+             "--scenarios", str(scenario_file)],
+            cwd=ROOT, env=full_env, **(output if quiet else {}),
+        )  # fmt: skip
+        gateway = subprocess.Popen(
+            ["sh", str(gateway_run_sh())], cwd=ROOT, env=full_env, **(output if quiet else {})
+        )
+        try:
+            wait_ready(f"{emulator_url}/_emulator/requests", emulator)
+            wait_ready(f"{gateway_url}/healthz", gateway)
+            yield LocalServers(emulator, gateway, emulator_url, gateway_url)
+        finally:
+            for process in (gateway, emulator):
+                process.terminate()
+            for process in (gateway, emulator):
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
@@ -132,65 +196,43 @@ def main(argv: list[str] | None = None) -> int:
     if consumer not in consumers["consumers"]:
         known = ", ".join(consumers["consumers"])
         raise SystemExit(f"error: --consumer {consumer}: not in gateway.yaml ({known})")
-    with tempfile.TemporaryDirectory() as tmp, dynamodb_server() as dynamodb_url:
-        scenario_file = Path(tmp) / "scenarios.json"
-        scenario_file.write_text(
-            json.dumps(scenarios(routes, args.config_dir, args.token_delay_ms))
-        )
-        emulator_url = f"http://127.0.0.1:{args.emulator_port}"
-        gateway_url = f"http://127.0.0.1:{args.port}"
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            # run.sh starts `python3`: make it this interpreter (the project's venv).
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            # Any credentials sign the requests; the emulator does not check them.
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": args.region,
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": emulator_url,
-            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
-            "LLM_GATEWAY_ROUTES": json.dumps(routes),
-            "LLM_GATEWAY_CONSUMERS": json.dumps(consumers),
-            "LLM_GATEWAY_QUOTA_TABLE": QUOTA_TABLE,
-            "LLM_GATEWAY_LOCAL_CONSUMER": consumer,
-            "PORT": str(args.port),
-        }
+    with dynamodb_server() as dynamodb_url:
         create_quota_table(
             boto3.client("dynamodb", endpoint_url=dynamodb_url, region_name=args.region,
                          aws_access_key_id="local", aws_secret_access_key="local"),
             QUOTA_TABLE,
         )  # fmt: skip
-        env.pop("AWS_LWA_PORT", None)
-        emulator = subprocess.Popen(
-            [sys.executable, "-m", "local.emulator", "--port", str(args.emulator_port),
-             "--scenarios", str(scenario_file)],
-            cwd=ROOT, env=env,
-        )  # fmt: skip
-        gateway = subprocess.Popen(["sh", str(gateway_run_sh())], cwd=ROOT, env=env)
+        env = {
+            # Any credentials sign the requests; the emulator does not check them.
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": args.region,
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+            "LLM_GATEWAY_ROUTES": json.dumps(routes),
+            "LLM_GATEWAY_CONSUMERS": json.dumps(consumers),
+            "LLM_GATEWAY_QUOTA_TABLE": QUOTA_TABLE,
+            "LLM_GATEWAY_LOCAL_CONSUMER": consumer,
+        }
         try:
-            wait_ready(f"{emulator_url}/_emulator/requests", emulator)
-            wait_ready(f"{gateway_url}/healthz", gateway)
-            models = ", ".join(r["model"] for r in routes["routes"])
-            print(
-                f"ready: gateway {gateway_url}/v1 (models: {models}; acting as consumer "
-                f"{consumer}); emulator {emulator_url}; DynamoDB {dynamodb_url}"
-            )
-            print("stop with Ctrl-C", flush=True)
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            while emulator.poll() is None and gateway.poll() is None:
-                time.sleep(0.5)
-            return 1
+            with local_servers(
+                scenarios=scenarios(routes, args.config_dir, args.token_delay_ms),
+                env=env,
+                emulator_port=args.emulator_port,
+                gateway_port=args.port,
+            ) as servers:
+                models = ", ".join(r["model"] for r in routes["routes"])
+                print(
+                    f"ready: gateway {servers.gateway_url}/v1 (models: {models}; acting as "
+                    f"consumer {consumer}); emulator {servers.emulator_url}; DynamoDB "
+                    f"{dynamodb_url}"
+                )
+                print("stop with Ctrl-C", flush=True)
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+                while servers.emulator.poll() is None and servers.gateway.poll() is None:
+                    time.sleep(0.5)
+                return 1
         except KeyboardInterrupt:
             return 0
-        finally:
-            for process in (gateway, emulator):
-                process.terminate()
-            for process in (gateway, emulator):
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
 
 
 if __name__ == "__main__":
