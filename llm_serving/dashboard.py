@@ -25,6 +25,7 @@ from constructs import Construct
 from llm_serving.config.gateway import ObservabilityConfig
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.gateway import GatewayRoute, StreamingGateway
+from llm_serving.stage import Stage, StagePolicy
 
 GRAPH_PERIOD = Duration.minutes(1)
 """Period of the dashboard's graphs."""
@@ -130,8 +131,10 @@ class InferenceDashboard(Construct):
         gateway: StreamingGateway,
         endpoints: Sequence[LlmEndpoint],
         config: ObservabilityConfig,
+        stage: Stage,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._policy = StagePolicy.for_stage(stage)
         self.gateway = gateway
         self.config = config
         self.namespace = gateway.metric_namespace
@@ -241,9 +244,10 @@ class InferenceDashboard(Construct):
             "AlarmTopicKey",
             description=f"Encrypts the alarm topic of {stack.stack_name}",
             enable_key_rotation=True,
-            # Nothing stays encrypted under it: SNS keeps no messages after delivery.
+            # Nothing stays encrypted under it (SNS keeps no messages after delivery), so it is
+            # scheduled for deletion with the stack in every stage, after the stage's window.
             removal_policy=RemovalPolicy.DESTROY,
-            pending_window=Duration.days(7),
+            pending_window=self._policy.key_pending_window,
         )
         # AWS's documented statement for CloudWatch alarms publishing to a topic encrypted
         # with a customer-managed key. The key encrypts this topic only, so this lets

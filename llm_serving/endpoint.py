@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from aws_cdk import Duration, Names, RemovalPolicy, SecretValue, Stack
+from aws_cdk import Duration, Names, SecretValue, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -15,8 +15,8 @@ from constructs import Construct
 
 from llm_serving._nag import acknowledge
 from llm_serving.artifacts import ModelArtifacts
-from llm_serving.config.gpus import InstanceGpus, check_fit
-from llm_serving.config.images import image_spec
+from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
+from llm_serving.config.gpus import InstanceGpus
 from llm_serving.config.schema import (
     BlueGreenDeployment,
     HubWeights,
@@ -27,6 +27,7 @@ from llm_serving.config.schema import (
 from llm_serving.container_env import container_env
 from llm_serving.image_uri import image_uri, repository_arn
 from llm_serving.lmi_package import LmiModelPackage
+from llm_serving.stage import Stage, StagePolicy
 
 VARIANT_NAME = "AllTraffic"
 SAGEMAKER_NAMESPACE = "AWS/SageMaker"
@@ -41,9 +42,21 @@ class LlmEndpoint(Construct):
     ``KmsKeyId`` is set on the endpoint config unless the instance type has NVMe instance
     storage, for which SageMaker rejects it (those disks are hardware-encrypted).
 
+    Every deploy rule of ``llm_serving/config/deploy_rules.py`` is checked first (image CUDA vs
+    host AMI, GPU fit and dtype, deployment-policy limits, LMI options); a broken one raises
+    ``ValueError`` naming the model, the config field and the fix.
+
+    :param config: the model deployment.
+    :param artifacts: the key and bucket the model's S3 weights (if any) come from.
+    :param stage: data lifetimes (:class:`StagePolicy`): ``dev`` keeps the endpoint's logs
+        two weeks and deletes them with the stack; ``prod`` keeps them a year and leaves them
+        when the stack is deleted.
+
     Exposes ``role``, ``model``, ``endpoint_config``, ``endpoint``, ``endpoint_name``,
-    ``endpoint_arn``, ``log_group``, ``rollback_alarm``, ``scalable_target``, ``gpus``, ``fit``,
-    ``image`` (the pinned :class:`ImageSpec`) and ``serving_properties`` (LMI only, else None).
+    ``endpoint_arn``, ``log_group``, ``rollback_alarm``, ``scalable_target`` and
+    ``scaling_policy`` (``None`` with ``scaling.enabled: false``), ``plan`` (the checked
+    :class:`DeployPlan`), ``gpus``, ``fit``, ``image`` (the pinned :class:`ImageSpec`) and
+    ``serving_properties`` (LMI only, else None).
     """
 
     def __init__(
@@ -53,14 +66,17 @@ class LlmEndpoint(Construct):
         *,
         config: ModelConfig,
         artifacts: ModelArtifacts,
-        log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS,
-        log_removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+        stage: Stage,
     ) -> None:
         super().__init__(scope, construct_id)
         self.config = config
-        self.fit = check_fit(config)
+        try:
+            self.plan = plan_deployment(config)
+        except DeployRuleError as exc:
+            raise ValueError(exc.located(config.name)) from None
+        self.fit = self.plan.fit
         self.gpus: InstanceGpus = self.fit.gpus
-        self.image = image_spec(config.container.family, config.container.image_version)
+        self.image = self.plan.image
         self.serving_properties: str | None = None
         """The rendered serving.properties (LMI models only)."""
         if config.instance.volume_size_gb is not None and self.gpus.instance_storage:
@@ -76,19 +92,39 @@ class LlmEndpoint(Construct):
             service="sagemaker", resource="endpoint", resource_name=self.endpoint_name.lower()
         )
 
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            log_group_name=f"{ENDPOINT_HOST_NAMESPACE}/{self.endpoint_name}",
-            retention=log_retention,
-            removal_policy=log_removal_policy,
-        )
+        self.log_group = self._log_group(StagePolicy.for_stage(stage))
         self.role = self._execution_role(artifacts)
         self.model = self._model(artifacts)
         self.endpoint_config = self._endpoint_config(artifacts)
         self.rollback_alarm = self._rollback_alarm()
         self.endpoint = self._endpoint()
-        self.scalable_target = self._autoscaling()
+        self.endpoint.node.add_dependency(self._log_retention)
+        self.scalable_target: appscaling.CfnScalableTarget | None = None
+        self.scaling_policy: appscaling.CfnScalingPolicy | None = None
+        if config.scaling.enabled:
+            self.scalable_target, self.scaling_policy = self._autoscaling()
+
+    # --- Logs ------------------------------------------------------------------------------
+
+    def _log_group(self, policy: StagePolicy) -> logs.ILogGroup:
+        """SageMaker writes to ``/aws/sagemaker/Endpoints/<endpoint name>``, a fixed name. A
+        CloudFormation ``AWS::Logs::LogGroup`` of that name retained in prod would survive
+        ``cdk destroy`` and make the next create of the stage fail ("already exists"). CDK's
+        ``LogRetention`` custom resource instead creates the group or adopts an existing one
+        (its handler ignores ``ResourceAlreadyExistsException``) and sets the retention; on
+        delete it removes the group only when its removal policy is destroy
+        (aws/aws-cdk ``packages/@aws-cdk/custom-resource-handlers/lib/aws-logs/
+        log-retention-handler/index.ts``). So prod logs outlive the stack and a re-created
+        stage adopts them."""
+        name = f"{ENDPOINT_HOST_NAMESPACE}/{self.endpoint_name}"
+        self._log_retention = logs.LogRetention(
+            self,
+            "LogRetention",
+            log_group_name=name,
+            retention=policy.log_retention,
+            removal_policy=policy.removal_policy,
+        )
+        return logs.LogGroup.from_log_group_name(self, "Logs", name)
 
     # --- IAM -------------------------------------------------------------------------------
 
@@ -220,7 +256,8 @@ class LlmEndpoint(Construct):
             instance_type=instance.type,
             initial_instance_count=instance.initial_count,
             initial_variant_weight=1.0,
-            inference_ami_version=instance.inference_ami_version,
+            # Resolved and checked against the image's CUDA version (config/amis.py).
+            inference_ami_version=self.plan.host_ami.name,
             volume_size_in_gb=instance.volume_size_gb,
             model_data_download_timeout_in_seconds=instance.model_data_download_timeout_s,
             container_startup_health_check_timeout_in_seconds=(
@@ -264,7 +301,7 @@ class LlmEndpoint(Construct):
         )
 
     def _deployment_config(self) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
-        deployment = self.config.deployment
+        deployment = self.plan.deployment  # checked against SageMaker's limits
         rollback = sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
             alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=self.rollback_alarm.alarm_name)]
         )
@@ -312,40 +349,59 @@ class LlmEndpoint(Construct):
             # Keep the instance count autoscaling chose when a deployment updates the endpoint.
             retain_all_variant_properties=True,
         )
-        endpoint.node.add_dependency(self.log_group)
         return endpoint
 
-    def _autoscaling(self) -> appscaling.ScalableTarget:
+    def _autoscaling(self) -> tuple[appscaling.CfnScalableTarget, appscaling.CfnScalingPolicy]:
+        """Target tracking on concurrent requests per model. L1 resources because the L2
+        ``ScalableTarget`` always creates and passes a role: without ``RoleARN`` Application
+        Auto Scaling uses its service-linked role for SageMaker
+        (``AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint``), creating it if needed
+        (RegisterScalableTarget API reference: "If the service supports service-linked roles,
+        Application Auto Scaling uses a service-linked role, which it creates if it does not yet
+        exist")."""
         scaling = self.config.scaling
-        target = appscaling.ScalableTarget(
+        target = appscaling.CfnScalableTarget(
             self,
             "ScalableTarget",
-            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            service_namespace="sagemaker",
             resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT_NAME}",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=scaling.min_instances,
             max_capacity=scaling.max_instances,
         )
-        target.node.add_dependency(self.endpoint)
-        target.scale_to_track_metric(
+        target.add_resource_dependency(self.endpoint)
+        metric = "SageMakerVariantConcurrentRequestsPerModelHighResolution"
+        policy = appscaling.CfnScalingPolicy(
+            self,
             "ConcurrentRequests",
-            target_value=scaling.target_concurrent_requests_per_model,
-            predefined_metric=(
-                appscaling.PredefinedMetric.SAGEMAKER_VARIANT_CONCURRENT_REQUESTS_PER_MODEL_HIGH_RESOLUTION
+            policy_name=f"{Names.unique_id(self)}ConcurrentRequests"[-256:],
+            policy_type="TargetTrackingScaling",
+            scaling_target_id=target.ref,
+            target_tracking_scaling_policy_configuration=(
+                appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
+                    target_value=scaling.target_concurrent_requests_per_model,
+                    predefined_metric_specification=(
+                        appscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty(
+                            predefined_metric_type=metric
+                        )
+                    ),
+                    scale_in_cooldown=scaling.scale_in_cooldown_s,
+                    scale_out_cooldown=scaling.scale_out_cooldown_s,
+                )
             ),
-            scale_in_cooldown=Duration.seconds(scaling.scale_in_cooldown_s),
-            scale_out_cooldown=Duration.seconds(scaling.scale_out_cooldown_s),
         )
-        return target
+        return target, policy
 
     # --- Public API ------------------------------------------------------------------------
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Allow ``grantee`` to invoke this endpoint (buffered and streaming), and nothing else."""
+        """Allow ``grantee`` to invoke this endpoint, buffered and streaming, and nothing else.
+
+        One action: "Before you can use this operation, your IAM permissions must allow the
+        sagemaker:InvokeEndpoint action" (API_runtime_InvokeEndpointWithResponseStream.html,
+        also in botocore's sagemaker-runtime service model)."""
         return iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
-            resource_arns=[self.endpoint_arn],
+            grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
         )
 
     def _metric(

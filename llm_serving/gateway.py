@@ -276,15 +276,15 @@ class StreamingGateway(Construct):
     to that table only.
 
     Logging: the function's log group, JSON access logs and INFO execution logs (data trace
-    off: prompts are never logged) all keep ``log_retention`` (default: the stage's) unless
-    ``config.function.log_retention_days`` is set. Execution logging needs API Gateway's
-    account-level CloudWatch role. With ``config.api.account_cloudwatch_role`` (the default)
-    this construct sets it: that is an account-wide, per-region setting (the last stack to
+    off: prompts are never logged) all keep the stage's retention (14 days in dev, a year in
+    prod) unless ``config.function.log_retention_days`` is set. Execution logging needs API
+    Gateway's account-level CloudWatch role. With ``config.api.account_cloudwatch_role`` (the
+    default) this construct sets it: that is an account-wide, per-region setting (the last stack to
     set it wins), and the role is retained when the stack is deleted so that other APIs keep
     logging. Set it false where the account already has one.
 
-    ``stage``: ``dev`` removes the logs and the quota table with the stack; ``prod`` retains
-    them and protects the table from deletion.
+    ``stage`` (required, as for every construct here): ``dev`` removes the logs and the quota
+    table with the stack; ``prod`` retains them and protects the table from deletion.
 
     The stack's region must be concrete: it selects the Lambda Web Adapter layer.
 
@@ -303,9 +303,7 @@ class StreamingGateway(Construct):
         *,
         routes: RoutesArg,
         config: GatewayConfig,
-        stage: Stage = Stage.DEV,
-        log_retention: logs.RetentionDays | None = None,
-        log_removal_policy: RemovalPolicy | None = None,
+        stage: Stage,
     ) -> None:
         super().__init__(scope, construct_id)
         self.node.set_context(_ORDER_INSENSITIVE_KEYS, True)
@@ -325,9 +323,9 @@ class StreamingGateway(Construct):
         self._log_retention = (
             RETENTION_BY_DAYS[config.function.log_retention_days]
             if config.function.log_retention_days is not None
-            else log_retention or policy.log_retention
+            else policy.log_retention
         )
-        self._log_removal_policy = log_removal_policy or policy.removal_policy
+        self._log_removal_policy = policy.removal_policy
         self.routes: dict[str, GatewayRoute] = _typed_routes(routes)
         self.route_table: dict[str, Any] = route_table(self.routes, config)
         self._layer_arn = config.web_adapter.resolve_layer_arn(region)

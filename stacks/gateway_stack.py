@@ -12,7 +12,7 @@ from llm_serving.config.gateway import GatewayConfig, pascal_case
 from llm_serving.dashboard import InferenceDashboard
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.gateway import StreamingGateway, routes_from_config
-from llm_serving.stage import Stage, StagePolicy
+from llm_serving.stage import Stage
 
 
 class GatewayStack(Stack):
@@ -43,15 +43,12 @@ class GatewayStack(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        policy = StagePolicy.for_stage(stage)
         self.gateway = StreamingGateway(
             self,
             "Gateway",
             routes=routes_from_config(config, endpoints),
             config=config,
             stage=stage,
-            log_retention=policy.log_retention,
-            log_removal_policy=policy.removal_policy,
         )
         CfnOutput(
             self,
@@ -82,6 +79,7 @@ class GatewayStack(Stack):
             gateway=self.gateway,
             endpoints=list(endpoints.values()),
             config=config.observability,
+            stage=stage,
         )
         CfnOutput(
             self,

@@ -10,7 +10,7 @@ from constructs import Construct
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.config.schema import ModelConfig
 from llm_serving.endpoint import LlmEndpoint
-from llm_serving.stage import Stage, StagePolicy
+from llm_serving.stage import Stage
 
 
 class ModelStack(Stack):
@@ -27,14 +27,8 @@ class ModelStack(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        policy = StagePolicy.for_stage(stage)
         self.endpoint = LlmEndpoint(
-            self,
-            "Endpoint",
-            config=config,
-            artifacts=artifacts,
-            log_retention=policy.log_retention,
-            log_removal_policy=policy.removal_policy,
+            self, "Endpoint", config=config, artifacts=artifacts, stage=stage
         )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
         CfnOutput(self, "InstanceType", value=config.instance.type)

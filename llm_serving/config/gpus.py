@@ -28,16 +28,36 @@ class InstanceGpus:
     count: int
     gib_per_gpu: int
     instance_storage: bool
+    bf16: bool
+    """Compute capability ≥ 8.0 (Ampere and later): vLLM refuses bfloat16 below it
+    (vllm-project/vllm ``vllm/platforms/cuda.py``, ``check_if_supports_dtype``: "Bfloat16 is
+    only supported on GPUs with compute capability of at least 8.0")."""
 
     @property
     def total_gib(self) -> int:
         return self.count * self.gib_per_gpu
 
 
+# NVIDIA compute capability per GPU (developer.nvidia.com/cuda-gpus): T4 7.5, V100 7.0,
+# A10G 8.6, L4 8.9, L40S 8.9, A100 8.0, H100 9.0.
+_COMPUTE_CAPABILITY = {
+    "T4": 7.5,
+    "V100": 7.0,
+    "A10G": 8.6,
+    "L4": 8.9,
+    "L40S": 8.9,
+    "A100": 8.0,
+    "H100": 9.0,
+}
+
+
 def _family(
     gpu: str, gib: int, storage: bool, sizes: dict[str, int], prefix: str
 ) -> dict[str, InstanceGpus]:
-    return {f"{prefix}.{size}": InstanceGpus(gpu, n, gib, storage) for size, n in sizes.items()}
+    bf16 = _COMPUTE_CAPABILITY[gpu] >= 8.0
+    return {
+        f"{prefix}.{size}": InstanceGpus(gpu, n, gib, storage, bf16) for size, n in sizes.items()
+    }
 
 
 _G5_PATTERN = {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1}

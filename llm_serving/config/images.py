@@ -16,6 +16,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal
 
+from llm_serving.config.amis import CudaVersion, cuda_from_tag
+
 Family = Literal["vllm", "lmi", "tgi"]
 
 
@@ -32,6 +34,12 @@ class ImageSpec:
     repository: str
     tag: str
     registries: Mapping[str, str]
+    cuda: CudaVersion
+    """The CUDA version the image is built for, read from its tag (``-cu128`` → 12.8)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.repository}:{self.tag}"
 
     def account_for(self, region: str) -> str:
         """Registry account in ``region``; fails naming the regions that have the image."""
@@ -66,10 +74,16 @@ def image_spec(family: str, version: str) -> ImageSpec:
             f"{', '.join(image_versions(family)) or '(none)'} "
             "(or add it in scripts/update_image_catalog.py and regenerate)"
         )
+    cuda = cuda_from_tag(entry["tag"])
+    if cuda is None:  # tests/test_image_catalog.py keeps every pinned tag parseable
+        raise UnknownImageError(
+            f"the {family} image {version} ({entry['tag']}) names no CUDA version (-cuNNN)"
+        )
     return ImageSpec(
         family=family,
         version=version,
         repository=entry["repository"],
         tag=entry["tag"],
         registries=MappingProxyType(dict(entry["registries"])),
+        cuda=cuda,
     )

@@ -11,8 +11,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from llm_serving.config.gpus import GpuFitError, UnknownInstanceTypeError, check_fit
-from llm_serving.config.images import UnknownImageError, image_spec
+from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
 from llm_serving.config.schema import ModelConfig
 
 NON_MODEL_FILES = frozenset({"gateway.yaml"})
@@ -57,16 +56,11 @@ def _format_errors(path: Path, exc: ValidationError, *, kind: str = "model confi
 
 
 def _check_semantics(path: Path, config: ModelConfig) -> None:
-    """Checks that need catalogs: pinned image version, GPU type, memory fit."""
-    container = config.container
+    """Checks that need catalogs and AWS's rules (``deploy_rules.py``)."""
     try:
-        image_spec(container.family, container.image_version)
-    except UnknownImageError as exc:
-        raise ConfigError(f"{path}: container.image_version: {exc}") from None
-    try:
-        check_fit(config)
-    except (UnknownInstanceTypeError, GpuFitError) as exc:
-        raise ConfigError(f"{path}: instance.type: {exc}") from None
+        plan_deployment(config)
+    except DeployRuleError as exc:
+        raise ConfigError(exc.located(str(path))) from None
 
 
 def parse_model_config(data: Any, path: Path) -> ModelConfig:
@@ -116,6 +110,15 @@ def load_model_config(path: Path) -> ModelConfig:
 
 
 def model_config_paths(directory: Path) -> list[Path]:
+    """The model configs in ``directory``: every ``*.yaml`` but ``gateway.yaml``. A ``*.yml``
+    file is an error, not silently skipped."""
+    misnamed = sorted(directory.glob("*.yml"))
+    if misnamed:
+        names = ", ".join(str(p) for p in misnamed)
+        raise ConfigError(
+            f"{names}: only *.yaml files are read as configs; fix: rename to "
+            f"{', '.join(p.with_suffix('.yaml').name for p in misnamed)}"
+        )
     return sorted(p for p in directory.glob("*.yaml") if p.name not in NON_MODEL_FILES)
 
 

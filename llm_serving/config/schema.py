@@ -11,6 +11,8 @@ from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llm_serving.config.amis import InferenceAmiVersion
+
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 
 BYTES_PER_PARAMETER: dict[str, float] = {
@@ -21,14 +23,6 @@ BYTES_PER_PARAMETER: dict[str, float] = {
     "int8": 1.0,
     "int4": 0.5,
 }
-
-# botocore's ProductionVariantInferenceAmiVersion enum (botocore 1.44).
-InferenceAmiVersion = Literal[
-    "al2-ami-sagemaker-inference-gpu-2",
-    "al2-ami-sagemaker-inference-gpu-2-1",
-    "al2-ami-sagemaker-inference-gpu-3-1",
-    "al2023-ami-sagemaker-inference-gpu-4-1",
-]
 
 EngineArgValue = str | int | float | bool
 
@@ -103,18 +97,37 @@ class VllmContainer(_ContainerBase):
     )
 
 
+LMI_MODEL_LOADING_TIMEOUT_S = 1800
+"""LMI's documented default ``option.model_loading_timeout`` (djl-serving
+``serving/docs/lmi/deployment_guide/configurations.md``). The LMI images set
+``MODEL_LOADING_TIMEOUT=1200`` in their environment (``serving/docker/lmi.Dockerfile``,
+v0.35.0), which ``PyEnv.getModelLoadingTimeout`` reads when the option is not set."""
+
+
 class LmiContainer(_ContainerBase):
     """DJL Serving LMI container, configured by a rendered serving.properties."""
 
     family: Literal["lmi"] = Field(description="Selects the DJL Serving LMI container.")
     rolling_batch: Literal["vllm", "lmi-dist", "disable"] = Field(
-        "vllm", description="option.rolling_batch: the continuous-batching engine."
+        "vllm",
+        description=(
+            "option.rolling_batch: the continuous-batching engine. lmi-dist was removed in "
+            "LMI 0.33 (v15) and is refused for those images."
+        ),
     )
     max_rolling_batch_size: int = Field(
         32, gt=0, description="option.max_rolling_batch_size: concurrent sequences per replica."
     )
     model_loading_timeout_s: int = Field(
-        900, ge=60, le=3600, description="option.model_loading_timeout, in seconds."
+        LMI_MODEL_LOADING_TIMEOUT_S,
+        ge=60,
+        le=3600,
+        description=(
+            "option.model_loading_timeout, in seconds: how long LMI waits for the model to "
+            "download and load. The default is LMI's documented 1800 (its images set 1200 by "
+            "environment, so it is always written). instance."
+            "container_startup_health_check_timeout_s must be at least this."
+        ),
     )
     options: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.]+$")], EngineArgValue] = Field(
         default_factory=dict, description="Further serving.properties entries: option.<key>=value."
@@ -150,7 +163,13 @@ class Instance(_Strict):
         1, ge=1, description="Instances at creation; within the scaling bounds."
     )
     inference_ami_version: InferenceAmiVersion | None = Field(
-        None, description="Host AMI (GPU driver); the vLLM image needs a recent one."
+        None,
+        description=(
+            "Host AMI (NVIDIA driver and CUDA version). Its CUDA major version must equal the "
+            "image's (the tag's -cuNNN): gpu-2/2-1/3-1 run CUDA 12 images, "
+            "al2023-ami-sagemaker-inference-gpu-4-1 CUDA 13 images. null: the newest-driver "
+            "AMI for the image's CUDA major version."
+        ),
     )
     volume_size_gb: int | None = Field(
         None, ge=1, le=512, description="EBS volume; only for instance types without NVMe storage."
@@ -169,6 +188,15 @@ class Instance(_Strict):
 class Scaling(_Strict):
     """Target tracking on SageMaker's high-resolution ConcurrentRequestsPerModel."""
 
+    enabled: bool = Field(
+        True,
+        description=(
+            "Register the variant with Application Auto Scaling. SageMaker refuses to change "
+            "the instance type of an autoscaled variant: deploy once with false (which "
+            "deregisters it), then change instance.type and set true again (README: Changing "
+            "the instance type)."
+        ),
+    )
     min_instances: int = Field(1, ge=1, description="Fewest instances (endpoints cannot reach 0).")
     max_instances: int = Field(1, ge=1, description="Most instances; at least min_instances.")
     target_concurrent_requests_per_model: float = Field(
@@ -245,12 +273,24 @@ Deployment = Annotated[RollingDeployment | BlueGreenDeployment, Field(discrimina
 
 
 class License(_Strict):
-    """A model licence that must be accepted explicitly (e.g. the Meta Llama 2 licence)."""
+    """A model licence the deployer must accept explicitly (e.g. the Meta Llama 2 licence).
+
+    A synth-time acknowledgement only: nothing is sent to the endpoint. For Hugging Face Hub
+    weights the real gate is the Hub: the account whose token is in
+    ``weights.token_secret_name`` must have accepted the licence on the model's page.
+    (``accept_eula=true`` as InvokeEndpoint CustomAttributes is a JumpStart convention; the
+    DJL-LMI container turns custom attributes into request properties that no handler reads:
+    djl-serving ``serving/src/main/java/ai/djl/serving/http/RequestParser.java``.)
+    """
 
     name: str = Field(description="The licence's name, used in messages.")
     url: str = Field(pattern=r"^https://", description="Where the licence can be read.")
     accept_eula: bool = Field(
-        description="Must be true to deploy; sent as CustomAttributes accept_eula=true.",
+        description=(
+            "Must be true to deploy: you have read and accepted the licence. Not sent to the "
+            "endpoint; for Hub weights accept it on the model's Hub page with the token's "
+            "account."
+        ),
         json_schema_extra={"const": True},
     )
 
@@ -290,6 +330,15 @@ class GatewayOptions(_Strict):
     )
     max_tokens_default: int = Field(
         1024, gt=0, description="Output token limit when a request sets none."
+    )
+    custom_attributes: str | None = Field(
+        None,
+        max_length=1024,
+        description=(
+            "Sent as InvokeEndpoint CustomAttributes on every request (e.g. accept_eula=true "
+            "for a JumpStart model package). The vLLM, LMI and TGI containers configured here "
+            "read none."
+        ),
     )
 
 
@@ -338,10 +387,6 @@ class EndpointMetrics(_Strict):
         )
 
 
-def _default_deployment() -> RollingDeployment:
-    return RollingDeployment(strategy="rolling")
-
-
 class ModelConfig(_Strict):
     """One model deployment: weights, container, instance, scaling, deployment policy."""
 
@@ -352,9 +397,13 @@ class ModelConfig(_Strict):
     weights: Weights = Field(description="Where the weights come from, selected by source.")
     instance: Instance = Field(description="Instance type and start-up budget.")
     scaling: Scaling = Field(default_factory=Scaling, description="Autoscaling bounds and target.")
-    deployment: Deployment = Field(
-        default_factory=_default_deployment,
-        description="How updates roll out, selected by strategy; rolling by default.",
+    deployment: Deployment | None = Field(
+        None,
+        description=(
+            "How updates roll out, selected by strategy. null: rolling, one batch within "
+            "SageMaker's 5–50 % limit, when scaling.min_instances allows one (≥ 2), else "
+            "blue/green all at once (needs spare GPU quota for a second fleet while it runs)."
+        ),
     )
     license: License | None = Field(
         None, description="A licence that must be accepted (gated models); null: none."
@@ -414,5 +463,5 @@ class ModelConfig(_Strict):
 
     @property
     def custom_attributes(self) -> str | None:
-        """The InvokeEndpoint CustomAttributes this model requires, if any."""
-        return "accept_eula=true" if self.license is not None else None
+        """The InvokeEndpoint CustomAttributes to send, if configured."""
+        return self.gateway.custom_attributes
