@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from llm_serving._nag import acknowledge
+from llm_serving._nag import acknowledge, nag_resource
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
 from llm_serving.config.gpus import InstanceGpus
@@ -93,6 +93,7 @@ class LlmEndpoint(Construct):
         )
 
         self.log_group = self._log_group(StagePolicy.for_stage(stage))
+        _annotate_log_retention_provider(self)
         self.role = self._execution_role(artifacts)
         self.model = self._model(artifacts)
         self.endpoint_config = self._endpoint_config(artifacts)
@@ -124,7 +125,6 @@ class LlmEndpoint(Construct):
             retention=policy.log_retention,
             removal_policy=policy.removal_policy,
         )
-        _annotate_log_retention_provider(self)
         return logs.LogGroup.from_log_group_name(self, "Logs", name)
 
     # --- IAM -------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ class LlmEndpoint(Construct):
         return endpoint_config
 
     def _rollback_alarm(self) -> cloudwatch.Alarm:
-        deployment = self.config.deployment
+        deployment = self.plan.deployment
         return cloudwatch.Alarm(
             self,
             "RollbackAlarm",
@@ -526,12 +526,8 @@ _LOG_RETENTION_PROVIDER_ID = "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8a"
 
 
 def _nag_log_group_arn(endpoint: LlmEndpoint) -> str:
-    """The endpoint log group's ARN as cdk-nag prints it (partition literal, account token)."""
-    stack = Stack.of(endpoint)
-    return (
-        f"arn:aws:logs:{stack.region}:<AWS::AccountId>:log-group:"
-        f"{ENDPOINT_HOST_NAMESPACE}/{endpoint.endpoint_name}:*"
-    )
+    """The endpoint log group's ARN as cdk-nag names it in a finding."""
+    return nag_resource(endpoint, endpoint.log_group.log_group_arn)
 
 
 def _annotate_log_retention_provider(endpoint: LlmEndpoint) -> None:

@@ -7,11 +7,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_s3 as s3
 
+from llm_serving.config.amis import HOST_AMIS, cuda_from_tag
 from llm_serving.stage import Stage
 from stacks import add_compliance_checks
 from tests.conftest import build_default, make_app
@@ -109,3 +111,71 @@ def test_nag_is_live_and_fails_an_unacknowledged_finding(tmp_path: Path) -> None
     add_compliance_checks(app)
     with pytest.raises(RuntimeError, match="AwsSolutions-S1"):
         app.synth()
+
+
+# --- What SageMaker would refuse, read back from the synthesized templates -------------------
+
+
+def _resources(assembly: Path, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted(assembly.glob("*.template.json")):
+        for resource in json.loads(path.read_text())["Resources"].values():
+            if resource["Type"] == kind:
+                found.append((path.name, resource["Properties"]))
+    return found
+
+
+def _image_tag(model: dict[str, Any]) -> str:
+    image = model["PrimaryContainer"]["Image"]
+    text = (
+        image
+        if isinstance(image, str)
+        else "".join(p for p in image["Fn::Join"][1] if isinstance(p, str))
+    )
+    return text.rsplit(":", 1)[1]
+
+
+def test_every_variants_host_ami_runs_its_images_cuda_major(assembly: Path) -> None:
+    """One model per model stack: its image tag's CUDA major equals the AMI's (botocore's
+    InferenceAmiVersion documentation; llm_serving/config/amis.py)."""
+    checked = 0
+    for template, config in _resources(assembly, "AWS::SageMaker::EndpointConfig"):
+        ((_, model),) = [
+            m for m in _resources(assembly, "AWS::SageMaker::Model") if m[0] == template
+        ]
+        cuda = cuda_from_tag(_image_tag(model))
+        assert cuda is not None, template
+        for variant in config["ProductionVariants"]:
+            ami = HOST_AMIS[variant["InferenceAmiVersion"]]
+            assert ami.cuda.major == cuda.major, (template, variant["InferenceAmiVersion"], cuda)
+            checked += 1
+    assert checked == 2
+
+
+def test_every_deployment_policy_is_within_sagemakers_limits(assembly: Path) -> None:
+    """Rolling batches (and rollback batches) of 5–50 % of every instance count autoscaling
+    allows (RollingUpdatePolicy); canary sizes of at most 50 % (TrafficRoutingConfig)."""
+    targets = {
+        props["ResourceId"].split("/")[1]: (props["MinCapacity"], props["MaxCapacity"])
+        for _, props in _resources(assembly, "AWS::ApplicationAutoScaling::ScalableTarget")
+    }
+    endpoints = _resources(assembly, "AWS::SageMaker::Endpoint")
+    assert len(endpoints) == 2
+    for template, endpoint in endpoints:
+        policy = endpoint["DeploymentConfig"]
+        assert policy["AutoRollbackConfiguration"]["Alarms"], template
+        low, high = targets[endpoint["EndpointName"]]
+        rolling = policy.get("RollingUpdatePolicy")
+        if rolling is not None:
+            for size in (rolling["MaximumBatchSize"], rolling.get("RollbackMaximumBatchSize")):
+                if size is None:
+                    continue
+                assert size["Type"] == "INSTANCE_COUNT", template
+                for count in range(low, high + 1):
+                    assert 0.05 <= size["Value"] / count <= 0.5, (template, count, size)
+        else:
+            routing = policy["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+            canary = routing.get("CanarySize")
+            assert canary is None or (
+                canary["Type"] == "CAPACITY_PERCENT" and canary["Value"] <= 50
+            ), template

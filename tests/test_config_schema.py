@@ -33,7 +33,7 @@ def test_shipped_configs_load() -> None:
     assert deepseek.container.reasoning_parser == "deepseek_r1"
     assert deepseek.container.max_model_len == 16384
     assert deepseek.instance.type == "ml.g5.2xlarge"
-    assert deepseek.instance.inference_ami_version == "al2-ami-sagemaker-inference-gpu-3-1"
+    assert deepseek.instance.inference_ami_version == "al2023-ami-sagemaker-inference-gpu-4-1"
     assert deepseek.custom_attributes is None
 
     llama = configs[LLAMA]
@@ -41,17 +41,20 @@ def test_shipped_configs_load() -> None:
     assert llama.instance.type == "ml.g5.12xlarge"
     assert llama.container.tensor_parallel_degree == 4
     assert llama.container.max_rolling_batch_size == 64
-    assert llama.container.model_loading_timeout_s == 900
+    assert llama.container.model_loading_timeout_s == 1800
     assert llama.instance.model_data_download_timeout_s == 3600
     assert llama.instance.container_startup_health_check_timeout_s == 3600
-    assert llama.custom_attributes == "accept_eula=true"
+    assert llama.custom_attributes is None
     assert isinstance(llama.weights, HubWeights)
     assert llama.weights.token_secret_name == "llm-serving/hugging-face-token"
 
 
 # (changes, field named in the message, words the fix must contain)
 TIMEOUT = "instance.model_data_download_timeout_s"
-AMI = "al2-ami-sagemaker-inference-gpu-3-1"
+AMI = "al2023-ami-sagemaker-inference-gpu-4-1"
+AMI_FIELD = "instance.inference_ami_version"
+CUDA12_AMI = "al2-ami-sagemaker-inference-gpu-3-1"
+ROLLING = {"strategy": "rolling", "batch_instances": 1}
 BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("missing field", {"instance__type": DELETE}, "instance.type", "add this field"),
     ("misspelt key", {"instance__instance_count": 2}, "instance.instance_count", "spelling"),
@@ -68,6 +71,33 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad engine arg", {"container__engine_args": {"Max Model": 1}}, "container.vllm.engine_args",
      "pattern"),
     ("tp beyond GPUs", {"container__tensor_parallel_degree": 2}, "instance.type", "≥ 2 GPUs"),
+    # Deploy rules (llm_serving/config/deploy_rules.py): what AWS would reject mid-deploy.
+    ("CUDA 13 image on a CUDA 12 AMI", {"instance__inference_ami_version": CUDA12_AMI},
+     AMI_FIELD, f"set {AMI}"),
+    ("rolling on one instance", {"deployment": ROLLING}, "deployment.strategy",
+     "use strategy: blue_green"),
+    ("rolling batch above 50 %", {"instance__initial_count": 2,
+     "scaling": {"min_instances": 2, "max_instances": 2},
+     "deployment": {**ROLLING, "batch_instances": 2}}, "deployment.batch_instances",
+     "set batch_instances to 1"),
+    ("rolling batch below 5 % of max", {"instance__initial_count": 2,
+     "scaling": {"min_instances": 2, "max_instances": 40}, "deployment": ROLLING},
+     "deployment.strategy", "raise scaling.min_instances to at least 4"),
+    ("bf16 on T4", {"instance__type": "ml.g4dn.12xlarge",
+     "container__tensor_parallel_degree": 4}, "architecture.dtype", "set architecture.dtype: fp16"),
+    ("bf16 KV cache on V100", {"instance__type": "ml.p3.8xlarge", "architecture__dtype": "fp16",
+     "architecture__kv_cache_dtype": "bf16", "container__tensor_parallel_degree": 4},
+     "architecture.kv_cache_dtype", "fp16"),
+]  # fmt: skip
+
+BAD_LMI_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
+    ("lmi-dist on LMI 0.33", {"container__rolling_batch": "lmi-dist"}, "container.rolling_batch",
+     "use rolling_batch: vllm"),
+    ("health check shorter than loading", {
+     "instance__container_startup_health_check_timeout_s": 1200},
+     "instance.container_startup_health_check_timeout_s", "raise it to at least 1800"),
+    ("licensed Hub model without a token", {"weights__token_secret_name": DELETE},
+     "weights.token_secret_name", "store that token in Secrets Manager"),
 ]  # fmt: skip
 
 
@@ -85,6 +115,30 @@ def test_invalid_config_names_file_field_and_fix(
     assert f"{DEEPSEEK}.yaml" in message
     assert field in message
     assert fix in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fix"),
+    [pytest.param(c, f, x, id=i) for i, c, f, x in BAD_LMI_CONFIGS],
+)
+def test_invalid_lmi_config_names_file_field_and_fix(
+    write_configs: Callable[..., Path], changes: dict[str, Any], field: str, fix: str
+) -> None:
+    directory = write_configs(variant(LLAMA, **changes))
+    with pytest.raises(ConfigError) as raised:
+        load_model_configs(directory)
+    message = str(raised.value)
+    assert f"{LLAMA}.yaml: {field}: " in message
+    assert fix in message
+
+
+def test_a_yml_file_is_an_error_not_ignored(write_configs: Callable[..., Path]) -> None:
+    directory = write_configs(variant(DEEPSEEK))
+    (directory / "qwen.yml").write_text((CONFIG_DIR / f"{DEEPSEEK}.yaml").read_text())
+    with pytest.raises(
+        ConfigError, match=r"qwen\.yml: only \*\.yaml files .* rename to qwen\.yaml"
+    ):
+        load_model_configs(directory)
 
 
 def test_unaccepted_licence_fails(write_configs: Callable[..., Path]) -> None:

@@ -543,6 +543,7 @@ def _dashboard_stack(
             name,
             config=ModelConfig.model_validate(variant(name, **model_changes)),
             artifacts=artifacts,
+            stage=Stage.DEV,
         )
         for name in models
     }
@@ -551,6 +552,7 @@ def _dashboard_stack(
         "Gateway",
         routes=routes(endpoints) if routes else {n: [e] for n, e in endpoints.items()},
         config=GatewayConfig(),
+        stage=Stage.DEV,
     )
     passed = list(endpoints.values())
     dashboard = InferenceDashboard(
@@ -559,6 +561,7 @@ def _dashboard_stack(
         gateway=gateway,
         endpoints=passed + passed if repeat_endpoints else passed,
         config=config or ObservabilityConfig(),
+        stage=Stage.DEV,
     )
     return Template.from_stack(stack), dashboard
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import tarfile
 from typing import Any
 
@@ -29,14 +30,18 @@ def _endpoint(
     stack = Stack(app, "Test", env=env)
     artifacts = ModelArtifacts(stack, "Artifacts", stage=Stage.DEV)
     endpoint = LlmEndpoint(
-        stack, "Llm", config=ModelConfig.model_validate(config), artifacts=artifacts
+        stack,
+        "Llm",
+        config=ModelConfig.model_validate(config),
+        artifacts=artifacts,
+        stage=Stage.DEV,
     )
     return Template.from_stack(stack), endpoint
 
 
 def test_each_model_gets_its_instance_type(templates: dict[str, Template]) -> None:
     for stack, instance_type, ami in [
-        (DEEPSEEK_STACK, "ml.g5.2xlarge", "al2-ami-sagemaker-inference-gpu-3-1"),
+        (DEEPSEEK_STACK, "ml.g5.2xlarge", "al2023-ami-sagemaker-inference-gpu-4-1"),
         (LLAMA_STACK, "ml.g5.12xlarge", "al2-ami-sagemaker-inference-gpu-3-1"),
     ]:
         templates[stack].has_resource_properties(
@@ -104,7 +109,7 @@ def test_serving_properties_render_the_llama_config() -> None:
         "option.tensor_parallel_degree=4",
         "option.rolling_batch=vllm",
         "option.max_rolling_batch_size=64",
-        "option.model_loading_timeout=900",
+        "option.model_loading_timeout=1800",  # LMI's documented default, always written
         "option.max_model_len=4096",
         "option.dtype=fp16",
     ]:
@@ -132,7 +137,7 @@ def test_no_kms_key_on_instance_storage_types(templates: dict[str, Template]) ->
 def test_kms_key_on_ebs_backed_instance_types() -> None:
     template, _ = _endpoint(
         variant("deepseek-r1-distill-qwen-7b", instance__type="ml.p3.8xlarge",
-                container__tensor_parallel_degree=4,
+                container__tensor_parallel_degree=4, architecture__dtype="fp16",
                 container__max_model_len=2048, gateway__max_tokens_default=1024,
                 instance__volume_size_gb=100,
                 instance__inference_ami_version=None)
@@ -159,8 +164,24 @@ def test_no_iam_statement_has_a_wildcard_action(templates: dict[str, Template]) 
                 assert "*" not in action, f"{name}: {action}"
 
 
+def _execution_role_statements(template: Template) -> list[dict[str, Any]]:
+    roles = template.find_resources(
+        "AWS::IAM::Role",
+        {"Properties": {"AssumeRolePolicyDocument": {"Statement": [Match.object_like(
+            {"Principal": {"Service": "sagemaker.amazonaws.com"}})]}}},
+    )  # fmt: skip
+    (role_id,) = roles
+    return [
+        statement
+        for policy in template.find_resources(
+            "AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}}
+        ).values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
 def test_execution_role_is_least_privilege(templates: dict[str, Template]) -> None:
-    statements = list(iam_statements(templates[LLAMA_STACK]))
+    statements = _execution_role_statements(templates[LLAMA_STACK])
     star = [s for s in statements if s["Resource"] == "*"]
     assert sorted(s["Action"] for s in star) == [
         "cloudwatch:PutMetricData",
@@ -173,13 +194,17 @@ def test_execution_role_is_least_privilege(templates: dict[str, Template]) -> No
     (pull,) = [s for s in statements if "ecr:BatchGetImage" in s["Action"]]
     assert pull["Resource"] == "arn:aws:ecr:us-east-1:763104351884:repository/djl-inference"
     (logs,) = [s for s in statements if "logs:PutLogEvents" in s["Action"]]
-    assert logs["Resource"]["Fn::GetAtt"][0].startswith("EndpointLogs")
+    group = "".join(p for p in logs["Resource"]["Fn::Join"][1] if isinstance(p, str))
+    assert re.search(r":log-group:/aws/sagemaker/Endpoints/LlmServing[^:*]+:\*$", group), group
     templates[LLAMA_STACK].has_resource_properties(
-        "AWS::Logs::LogGroup",
+        "Custom::LogRetention",
         {"LogGroupName": Match.string_like_regexp(r"^/aws/sagemaker/Endpoints/LlmServing")},
     )
     for resource in templates[LLAMA_STACK].find_resources("AWS::IAM::Role").values():
-        assert "ManagedPolicyArns" not in resource["Properties"]
+        if resource["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+            "Service": "sagemaker.amazonaws.com"
+        }:
+            assert "ManagedPolicyArns" not in resource["Properties"]
 
 
 def test_s3_weights_are_mounted_isolated_and_read_only_from_their_prefix() -> None:
@@ -230,8 +255,15 @@ def test_autoscaling_tracks_concurrent_requests(templates: dict[str, Template]) 
             "MaxCapacity": 2,
             "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
             "ResourceId": Match.string_like_regexp(r"^endpoint/LlmServing.*/variant/AllTraffic$"),
+            # No RoleARN: Application Auto Scaling uses its SageMaker service-linked role.
+            "RoleARN": Match.absent(),
         },
     )
+    assert not template.find_resources(
+        "AWS::IAM::Role",
+        {"Properties": {"AssumeRolePolicyDocument": {"Statement": [Match.object_like(
+            {"Principal": {"Service": "application-autoscaling.amazonaws.com"}})]}}},
+    )  # fmt: skip
     template.has_resource_properties(
         "AWS::ApplicationAutoScaling::ScalingPolicy",
         {
@@ -249,8 +281,15 @@ def test_autoscaling_tracks_concurrent_requests(templates: dict[str, Template]) 
     )
 
 
-def test_rolling_deployment_rolls_back_on_the_5xx_alarm(templates: dict[str, Template]) -> None:
-    template = templates[DEEPSEEK_STACK]
+def test_rolling_deployment_rolls_back_on_the_5xx_alarm() -> None:
+    template, _ = _endpoint(
+        variant(
+            "deepseek-r1-distill-qwen-7b",
+            instance__initial_count=2,
+            scaling={"min_instances": 2, "max_instances": 4},
+            deployment={"strategy": "rolling", "batch_instances": 1},
+        )
+    )
     alarm = Capture()
     template.has_resource_properties(
         "AWS::SageMaker::Endpoint",
@@ -303,6 +342,7 @@ def test_grant_invoke_is_scoped_to_this_endpoint() -> None:
         stack, "Llm",
         config=ModelConfig.model_validate(variant("deepseek-r1-distill-qwen-7b")),
         artifacts=artifacts,
+        stage=Stage.DEV,
     )  # fmt: skip
     caller = iam.Role(stack, "Caller", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
     endpoint.grant_invoke(caller)
@@ -311,10 +351,8 @@ def test_grant_invoke_is_scoped_to_this_endpoint() -> None:
     )
     (policy,) = policies.values()
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Action"] == [
-        "sagemaker:InvokeEndpoint",
-        "sagemaker:InvokeEndpointWithResponseStream",
-    ]
+    # InvokeEndpointWithResponseStream is authorized by sagemaker:InvokeEndpoint alone.
+    assert statement["Action"] == "sagemaker:InvokeEndpoint"
     resource = "".join(
         p if isinstance(p, str) else "<ref>" for p in statement["Resource"]["Fn::Join"][1]
     )

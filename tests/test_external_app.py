@@ -20,7 +20,6 @@ from llm_serving import (
     LlmEndpoint,
     ModelArtifacts,
     Stage,
-    StagePolicy,
     StreamingGateway,
     routes_from_config,
 )
@@ -50,7 +49,7 @@ weights:
   revision: main
 instance:
   type: ml.g5.2xlarge
-  inference_ami_version: al2-ami-sagemaker-inference-gpu-3-1
+  inference_ami_version: al2023-ami-sagemaker-inference-gpu-4-1
 gateway:
   max_tokens_default: 2048
 """
@@ -90,7 +89,6 @@ def build_external_app(config_dir: Path, outdir: Path) -> None:
     )
     env = Environment(account=ACCOUNT, region=REGION)
     stage = Stage.PROD
-    policy = StagePolicy.for_stage(stage)
     configs = load_model_configs(config_dir)
     gateway_config = load_gateway_config(config_dir)
     gateway_config.check_models([c.name for c in configs])
@@ -103,8 +101,7 @@ def build_external_app(config_dir: Path, outdir: Path) -> None:
             f"Endpoint-{config.name}",
             config=config,
             artifacts=artifacts,
-            log_retention=policy.log_retention,
-            log_removal_policy=policy.removal_policy,
+            stage=stage,
         )
         for config in configs
     }
@@ -123,6 +120,7 @@ def build_external_app(config_dir: Path, outdir: Path) -> None:
         gateway=gateway,
         endpoints=list(endpoints.values()),
         config=gateway_config.observability,
+        stage=stage,
     )
     CfnOutput(api, "BaseUrl", value=gateway.url)
     CfnOutput(api, "AlarmTopic", value=dashboard.topic.topic_arn)
@@ -182,7 +180,7 @@ def test_model_uses_the_regions_image_and_endpoint(external_app: ExternalApp) ->
                 Match.object_like(
                     {
                         "InstanceType": "ml.g5.2xlarge",
-                        "InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1",
+                        "InferenceAmiVersion": "al2023-ami-sagemaker-inference-gpu-4-1",
                     }
                 )
             ]

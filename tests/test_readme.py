@@ -31,8 +31,7 @@ def test_readme_construct_example_synthesizes() -> None:
     template.resource_count_is("AWS::SageMaker::Endpoint", 1)
     template.has_resource_properties(
         "AWS::IAM::Policy",
-        {"PolicyDocument": {"Statement": [{"Action": [
-            "sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
+        {"PolicyDocument": {"Statement": [{"Action": "sagemaker:InvokeEndpoint",
             "Effect": "Allow", "Resource": {"Fn::Join": ["", [
                 "arn:", {"Ref": "AWS::Partition"}, ":sagemaker:eu-west-1:",
                 {"Ref": "AWS::AccountId"}, f":endpoint/{endpoint_name}",
