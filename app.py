@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from aws_cdk import App
 
 from llm_serving.config.loader import ConfigError
+from llm_serving.config.regions import check_region
 from llm_serving.stage import Stage
-from stacks import AppSettings, add_compliance_checks, build
+from stacks import GATEWAY_SKIPPED, AppSettings, add_compliance_checks, build
 
 
 def settings_from_context(app: App) -> AppSettings:
@@ -18,7 +20,10 @@ def settings_from_context(app: App) -> AppSettings:
     models = node.try_get_context("models")
     return AppSettings(
         stage=Stage.parse(str(node.try_get_context("stage") or "dev")),
-        region=str(node.try_get_context("region") or "us-east-1"),
+        region=check_region(
+            str(node.try_get_context("region") or "us-east-1"),
+            source="cdk.json context region (or -c region=...)",
+        ),
         config_dir=Path(str(node.try_get_context("config_dir") or "model_configs")),
         account=node.try_get_context("account") or os.environ.get("CDK_DEFAULT_ACCOUNT"),
         models=tuple(str(models).split(",")) if models else None,
@@ -28,9 +33,11 @@ def settings_from_context(app: App) -> AppSettings:
 def main() -> None:
     app = App()
     try:
-        build(app, settings_from_context(app))
+        built = build(app, settings_from_context(app))
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    if built.skipped_gateway:
+        print(GATEWAY_SKIPPED, file=sys.stderr)
     add_compliance_checks(app)
     app.synth()
 

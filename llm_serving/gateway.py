@@ -230,7 +230,7 @@ def routes_from_config(
 ) -> dict[str, GatewayRoute]:
     """``config``'s routes (one per endpoint, named after it, when it has none) with model
     config names resolved to ``endpoints`` (model config name → endpoint). Call
-    :meth:`GatewayConfig.check_models` and :meth:`GatewayConfig.for_models` first: a backend
+    :meth:`GatewayConfig.check_models` first: a backend
     that is not in ``endpoints`` is an error here."""
     routes: dict[str, GatewayRoute] = {}
     for route in config.effective_routes(list(endpoints)):

@@ -20,9 +20,14 @@ ITEM_ACTIONS = (
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
 )
-# DynamoDB uses the table's key on the caller's behalf: Decrypt for the table key it caches,
-# Encrypt/GenerateDataKey when it writes. Only through DynamoDB (kms:ViaService).
-KEY_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+# DynamoDB uses the table's key on the caller's behalf, only through DynamoDB (kms:ViaService):
+# DescribeKey to check the key exists ("DynamoDB uses a DescribeKey operation to determine
+# whether the KMS key you selected exists", AWS KMS developer guide, services-dynamodb.html),
+# Decrypt for the table key it caches, Encrypt/GenerateDataKey when it writes. CDK's
+# Table.grantReadWriteData grants the same plus ReEncrypt* (aws-cdk-lib aws-dynamodb/lib/
+# perms.ts); re-encryption happens only when the table's key changes, a control-plane update
+# that CloudFormation (not the function) performs, as is CreateGrant at table creation.
+KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
 
 
 class QuotaTable(Construct):

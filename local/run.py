@@ -79,6 +79,7 @@ def _build_tables(config_dir: Path, stage: str, region: str) -> dict[str, Any]:
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
     app = App(context={**context, "aws:cdk:bundling-stacks": []})
     built = build(app, AppSettings(stage=Stage(stage), region=region, config_dir=config_dir))
+    assert built.gateway is not None  # every model config is built
     gateway = built.gateway.gateway
     return {"routes": gateway.route_table, "consumers": gateway.consumer_table()}
 

@@ -16,6 +16,7 @@ from stacks.gateway_stack import GatewayStack
 from stacks.model_stack import ModelStack
 
 __all__ = [
+    "GATEWAY_SKIPPED",
     "AppSettings",
     "ArtifactsStack",
     "BuiltApp",
@@ -40,20 +41,39 @@ class AppSettings:
 @dataclass
 class BuiltApp:
     artifacts: ArtifactsStack
-    gateway: GatewayStack
+    gateway: GatewayStack | None
+    """``None`` when ``models`` selected a subset (see :func:`build`)."""
     models: dict[str, ModelStack] = field(default_factory=dict)
+
+    @property
+    def skipped_gateway(self) -> bool:
+        return self.gateway is None
+
+
+GATEWAY_SKIPPED = (
+    "note: -c models selects a subset of the model configs, so the gateway stack is not "
+    "synthesized: deploying a gateway built from a subset would remove the other models' "
+    "routes, alarms and dashboard widgets (and leave consumers limited to them with no route). "
+    "Synthesize without -c models to deploy the gateway; for a gateway over fewer models, use "
+    "a config_dir holding only those."
+)
 
 
 def build(app: App, settings: AppSettings) -> BuiltApp:
-    """Add the artifacts stack, one model stack per config and the gateway stack to ``app``."""
-    configs = load_model_configs(settings.config_dir, only=settings.models)
+    """Add the artifacts stack, one model stack per config and the gateway stack to ``app``.
+
+    ``settings.models`` (``-c models=a,b``) synthesizes only those model stacks, for a quick
+    synth or a deploy of one model; every config is still validated. The gateway routes to
+    every configured model, so it is left out unless all are selected (:data:`GATEWAY_SKIPPED`).
+    """
     gateway_config = load_gateway_config(settings.config_dir)
     # Model config names are their file names (load_model_configs checks that).
     gateway_file = settings.config_dir / GATEWAY_FILE
     gateway_config.check_models(
         [p.stem for p in model_config_paths(settings.config_dir)], path=gateway_file
     )
-    gateway_config = gateway_config.for_models([c.name for c in configs], path=gateway_file)
+    configs = load_model_configs(settings.config_dir, only=settings.models)
+    with_gateway = len(configs) == len(model_config_paths(settings.config_dir))
     env = Environment(account=settings.account, region=settings.region)
     prefix = f"LlmServing-{settings.stage.value}"
     protect = settings.stage is Stage.PROD
@@ -77,6 +97,10 @@ def build(app: App, settings: AppSettings) -> BuiltApp:
             termination_protection=protect,
             description=f"LLM serving: SageMaker endpoint for {config.name}",
         )
+    if not with_gateway:
+        built = BuiltApp(artifacts=artifacts, gateway=None, models=models)
+        _tag(app, settings.stage)
+        return built
     gateway = GatewayStack(
         app,
         f"{prefix}-Gateway",
@@ -88,9 +112,13 @@ def build(app: App, settings: AppSettings) -> BuiltApp:
         description="LLM serving: OpenAI-compatible streaming gateway (API Gateway + Lambda)",
     )
     built = BuiltApp(artifacts=artifacts, gateway=gateway, models=models)
-    Tags.of(app).add("project", "llm-serving")
-    Tags.of(app).add("stage", settings.stage.value)
+    _tag(app, settings.stage)
     return built
+
+
+def _tag(app: App, stage: Stage) -> None:
+    Tags.of(app).add("project", "llm-serving")
+    Tags.of(app).add("stage", stage.value)
 
 
 def add_compliance_checks(app: App) -> None:

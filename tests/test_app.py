@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -50,17 +51,23 @@ def test_unknown_stage_is_rejected(tmp_path: Path) -> None:
     assert "stage 'staging' is not one of: dev, prod" in result.stderr
 
 
-def test_prod_stage_and_model_selection_from_context(tmp_path: Path) -> None:
-    result = _run_app(tmp_path, stage="prod", region="eu-west-1", models="llama-2-13b-chat")
-    assert result.returncode == 0, result.stderr
+def _stacks(tmp_path: Path) -> dict[str, Any]:
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    stacks = {
+    return {
         k: v for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack"
     }
+
+
+def test_prod_stage_and_model_selection_from_context(tmp_path: Path) -> None:
+    """A subset synthesizes those model stacks and leaves the gateway out, saying why: a
+    gateway built from a subset would drop the other models' routes when deployed."""
+    result = _run_app(tmp_path, stage="prod", region="eu-west-1", models="llama-2-13b-chat")
+    assert result.returncode == 0, result.stderr
+    assert "the gateway stack is not synthesized" in result.stderr
+    stacks = _stacks(tmp_path)
     assert set(stacks) == {
         "LlmServing-prod-Artifacts",
         "LlmServing-prod-Model-llama-2-13b-chat",
-        "LlmServing-prod-Gateway",
     }
     for stack in stacks.values():
         assert stack["environment"].endswith("/eu-west-1")
@@ -80,8 +87,18 @@ def test_invalid_gateway_config_fails_synth_with_one_clear_message(tmp_path: Pat
     assert "function.ram: Extra inputs are not permitted" in result.stderr
 
 
+def test_selecting_every_model_keeps_the_gateway(tmp_path: Path) -> None:
+    result = _run_app(tmp_path, models="llama-2-13b-chat,deepseek-r1-distill-qwen-7b")
+    assert result.returncode == 0, result.stderr
+    assert "LlmServing-dev-Gateway" in _stacks(tmp_path)
+    assert "not synthesized" not in result.stderr
+
+
 def test_gateway_in_a_region_without_a_published_layer_fails_clearly(tmp_path: Path) -> None:
-    result = _run_app(tmp_path, region="us-gov-west-1", models="llama-2-13b-chat")
+    configs = tmp_path / "configs"  # only the model whose image is published in GovCloud
+    shutil.copytree(CONFIG_DIR, configs)
+    (configs / "deepseek-r1-distill-qwen-7b.yaml").unlink()
+    result = _run_app(tmp_path, region="us-gov-west-1", config_dir=str(configs))
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "set web_adapter.layer_arn" in result.stderr
@@ -97,5 +114,14 @@ def test_gateway_route_to_an_unknown_model_fails_synth_clearly(tmp_path: Path) -
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "gateway.yaml: routes.0.backends.0.model: 'llama-3' is not a model config" in (
+        result.stderr
+    )
+
+
+def test_a_misspelt_region_fails_synth_with_the_close_names(tmp_path: Path) -> None:
+    result = _run_app(tmp_path, region="us-est-1")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "region (or -c region=...): unknown region 'us-est-1'; did you mean us-east-1" in (
         result.stderr
     )

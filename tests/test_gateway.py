@@ -584,7 +584,12 @@ def test_function_gets_item_actions_on_the_quota_table_only(gateway_template: Te
     assert "Condition" not in dynamodb[0]
     kms = [s for s in statements if any(a.startswith("kms:") for a in _actions(s))]
     assert len(kms) == 1
-    assert sorted(_actions(kms[0])) == ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+    assert sorted(_actions(kms[0])) == [
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:Encrypt",
+        "kms:GenerateDataKey",
+    ]
     assert sorted(_actions(kms[0])) == sorted(KEY_ACTIONS)
     assert kms[0]["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
     assert kms[0]["Condition"] == {"StringLike": {"kms:ViaService": "dynamodb.*.amazonaws.com*"}}

@@ -248,21 +248,3 @@ def test_canary_and_fallback_routes_from_yaml(tmp_path: Path) -> None:
     policies = json.dumps(template.find_resources("AWS::IAM::Policy"))
     for name in (DEEPSEEK, CANARY, LLAMA):
         assert policies.count(built.models[name].endpoint.endpoint_name.lower()) == 1
-
-
-def test_a_model_subset_narrows_routes_and_consumers(tmp_path: Path) -> None:
-    directory = _config_dir(tmp_path, CANARY_GATEWAY, canary=True)
-    config = load_gateway_config(directory)
-    narrowed = config.for_models([LLAMA])
-    assert [(r.model, [b.model for b in r.backends]) for r in narrowed.routes or ()] == [
-        ("llama", [LLAMA])
-    ]
-    assert [(c.name, c.routes) for c in narrowed.consumers] == [("team-a", None), ("intern", ())]
-    canary_only = config.for_models([CANARY])
-    (route,) = canary_only.routes or ()
-    assert [(b.model, b.weight) for b in route.backends] == [(CANARY, 5)]
-    assert route.sticky is True
-    with pytest.raises(ConfigError, match=r"routes: no route has a backend among the models"):
-        GatewayConfig.model_validate(
-            {"routes": [{"model": "x", "backends": [{"model": DEEPSEEK}]}]}
-        ).for_models([LLAMA])

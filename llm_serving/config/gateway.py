@@ -445,8 +445,8 @@ class GatewayConfig(_Strict):
     """Everything about the gateway that is not per model.
 
     ``routes`` names model configs; :meth:`check_models` checks those names (and consumers'
-    routes when ``routes`` is omitted) once the model configs are known, and
-    :meth:`for_models` narrows the config to the models being deployed.
+    routes when ``routes`` is omitted) once the model configs are known. The app routes to
+    every model config (a subset leaves the gateway out: ``stacks.build``).
     """
 
     web_adapter: WebAdapter = Field(
@@ -552,34 +552,6 @@ class GatewayConfig(_Strict):
         return tuple(
             RouteConfig(model=name, backends=(BackendConfig(model=name),)) for name in model_names
         )
-
-    def for_models(self, deployed: Sequence[str], path: Path | str = GATEWAY_FILE) -> GatewayConfig:
-        """This config with explicit routes over the ``deployed`` model configs only (a subset
-        may be synthesized: ``-c models=…``): other backends are left out, routes left without
-        backends are dropped, and so are those aliases from consumers' routes (a consumer
-        limited to dropped aliases may call nothing)."""
-        routes: list[RouteConfig] = []
-        for route in self.effective_routes(deployed):
-            backends = tuple(b for b in route.backends if b.model in deployed)
-            if not backends:
-                continue
-            if not any(b.weight for b in backends):  # weights left all 0/None: none weighted
-                backends = tuple(b.model_copy(update={"weight": None}) for b in backends)
-            sticky = route.sticky and any(b.weight is not None for b in backends)
-            routes.append(route.model_copy(update={"backends": backends, "sticky": sticky}))
-        if not routes:
-            raise ConfigError(
-                f"{path}: routes: no route has a backend among the models being synthesized "
-                f"{sorted(deployed)}; fix: select a routed model (-c models=...) or route one"
-            )
-        aliases = {route.model for route in routes}
-        consumers = tuple(
-            c
-            if c.routes is None
-            else c.model_copy(update={"routes": tuple(a for a in c.routes if a in aliases)})
-            for c in self.consumers
-        )
-        return self.model_copy(update={"routes": tuple(routes), "consumers": consumers})
 
 
 def _format_gateway_errors(path: Path, exc: ValidationError) -> str:

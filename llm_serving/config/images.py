@@ -87,3 +87,13 @@ def image_spec(family: str, version: str) -> ImageSpec:
         registries=MappingProxyType(dict(entry["registries"])),
         cuda=cuda,
     )
+
+
+def catalog_regions() -> frozenset[str]:
+    """Every region any pinned image is published in."""
+    return frozenset(
+        region
+        for family in _catalog().values()
+        for entry in family.get("versions", {}).values()
+        for region in entry["registries"]
+    )
