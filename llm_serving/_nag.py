@@ -1,8 +1,9 @@
-"""One place to record cdk-nag acknowledgements, always beside the resource they concern."""
+"""One place to record cdk-nag acknowledgements and checkov skips, always beside the resource
+they concern."""
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 from constructs import IConstruct
 
 
@@ -25,3 +26,25 @@ def nag_resource(scope: IConstruct, value: str) -> str:
             for part in parts
         )
     raise ValueError(f"cannot name {resolved!r} as cdk-nag does")
+
+
+def skip_cdk_provider_function_checks(function: CfnResource, provider: str) -> None:
+    """checkov's Lambda checks on a CDK-owned custom-resource provider function."""
+    reason = (
+        f"CDK's own {provider} custom-resource provider: CloudFormation invokes it only "
+        "during deploys of this stack, synchronously, and it calls only AWS APIs"
+    )
+    skip_checkov(function, "CKV_AWS_115", f"{reason}; no concurrency to reserve.")
+    skip_checkov(function, "CKV_AWS_116", f"{reason}; CloudFormation reports its failures.")
+    skip_checkov(function, "CKV_AWS_117", f"{reason}; no VPC resource to reach.")
+
+
+def skip_checkov(scope: IConstruct, check_id: str, reason: str) -> None:
+    """Record a checkov skip (``Metadata: checkov: skip: [{id, comment}]``) on ``scope``'s
+    CloudFormation resource (itself, or its default child), keeping earlier skips."""
+    resource = scope if isinstance(scope, CfnResource) else scope.node.default_child
+    if not isinstance(resource, CfnResource):
+        raise TypeError(f"{scope.node.path}: no CloudFormation resource to annotate")
+    metadata = resource.get_metadata("checkov") or {"skip": []}
+    skips = [s for s in metadata["skip"] if s["id"] != check_id]
+    resource.add_metadata("checkov", {"skip": [*skips, {"id": check_id, "comment": reason}]})

@@ -13,7 +13,12 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from llm_serving._nag import acknowledge, nag_resource
+from llm_serving._nag import (
+    acknowledge,
+    nag_resource,
+    skip_cdk_provider_function_checks,
+    skip_checkov,
+)
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
 from llm_serving.config.gpus import InstanceGpus
@@ -223,6 +228,14 @@ class LlmEndpoint(Construct):
             primary_container=container,
             enable_network_isolation=isolated,
         )
+        if not isolated:
+            skip_checkov(
+                model,
+                "CKV_AWS_370",
+                "The container downloads its weights itself: from the Hugging Face Hub "
+                "(weights.source: hub) or, for LMI, its S3 model_id with the execution role. "
+                "Use S3 weights with vLLM or TGI for network isolation.",
+            )
         # SageMaker checks the role's permissions on CreateModel: wait for its policy too.
         policy = self.role.node.try_find_child("DefaultPolicy")
         if policy is not None:
@@ -540,6 +553,17 @@ def _annotate_log_retention_provider(endpoint: LlmEndpoint) -> None:
     if isinstance(function, CfnResource):
         # Its DependsOn the role duplicates the GetAtt in Role (CDK's template).
         function.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
+        skip_cdk_provider_function_checks(function, "LogRetention")
+    policy = provider.node.try_find_child("ServiceRole")
+    policy = policy.node.try_find_child("DefaultPolicy") if policy else None
+    if policy is not None:
+        skip_checkov(
+            policy,
+            "CKV_AWS_111",
+            "CDK's LogRetention provider policy: logs:PutRetentionPolicy/DeleteRetentionPolicy "
+            "have to name log groups created at deploy time; it acts only on this stack's "
+            "endpoint log group, only during deploys.",
+        )
     acknowledge(
         provider,
         f"AwsSolutions-IAM5[Resource::{_nag_log_group_arn(endpoint)}]",

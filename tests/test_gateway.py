@@ -26,6 +26,7 @@ from llm_serving import (
 )
 from llm_serving.config import ConfigError, GatewayConfig, ModelConfig
 from llm_serving.gateway import (
+    ACCESS_LOG_FIELDS,
     ACCESS_LOG_FORMAT,
     GATEWAY_RESPONSES,
     RETENTION_BY_DAYS,
@@ -204,6 +205,42 @@ def _substitute(template: str) -> Any:
     return json.loads(re.sub(r"\$context\.[A-Za-z.]+", "x", text))
 
 
+# Variables whose values API Gateway generates without quotes or backslashes: ids, times,
+# numbers, IPs, enums, the method and the API's own resource paths.
+_FIXED_ALPHABET_VARIABLES = {
+    "$context.requestId",
+    "$context.extendedRequestId",
+    "$context.requestTime",
+    "$context.identity.sourceIp",
+    "$context.identity.apiKeyId",
+    "$context.httpMethod",
+    "$context.resourcePath",
+    "$context.protocol",
+    "$context.status",
+    "$context.responseLength",
+    "$context.responseLatency",
+    "$context.integration.latency",
+    "$context.integration.status",
+    "$context.error.responseType",
+    "$context.xrayTraceId",
+}
+
+
+@pytest.mark.parametrize(
+    "value", ["-", "", "403", "28/Nov/2026:02:05:00 +0000", "BAD_REQUEST_BODY"]
+)
+def test_access_log_line_is_json_for_every_request(value: str) -> None:
+    """Missing values are logged as "-" (so every value must be quoted) and values are not
+    escaped (so only variables without quotes or backslashes may appear)."""
+    variables = re.findall(r"\$context\.[A-Za-z.]+", ACCESS_LOG_FORMAT)
+    assert set(variables) <= _FIXED_ALPHABET_VARIABLES
+    assert set(variables) == set(ACCESS_LOG_FIELDS.values())
+    for variable in variables:
+        assert f'"{variable}"' in ACCESS_LOG_FORMAT, f"{variable} must be quoted"
+    line = re.sub(r"\$context\.[A-Za-z.]+", value, ACCESS_LOG_FORMAT)
+    assert json.loads(line) == dict.fromkeys(ACCESS_LOG_FIELDS, value)
+
+
 def test_gateway_responses_are_openai_errors(gateway_template: Template) -> None:
     responses = {
         r["Properties"]["ResponseType"]: r["Properties"]
@@ -269,7 +306,7 @@ def test_stage_logs_json_access_logs_and_info_execution_logs_without_bodies(
         },
     )
     record = _substitute(ACCESS_LOG_FORMAT)
-    assert {"requestId", "apiKeyId", "status", "responseLatencyMs", "errorMessage"} <= set(record)
+    assert {"requestId", "apiKeyId", "status", "responseLatencyMs", "errorType"} <= set(record)
     log_groups = gateway_template.find_resources("AWS::Logs::LogGroup")
     assert log_groups[access_logs.as_string()]["Properties"]["RetentionInDays"] == 14
     # Execution logs: pre-created, so they expire and go with the stack in dev.
