@@ -43,6 +43,16 @@ $(WHEELHOUSE)/.installed: $(RUNTIME_REQUIREMENTS) constraints.txt | $(VENV)/.ins
 	done
 	@touch $@
 
+# checkov scans the synthesized templates in tests/test_compliance.py; its pins conflict with
+# the test tools', so it lives in a venv of its own (only `make test` needs it).
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt constraints-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt \
+	  -c constraints-checkov.txt
+	@touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -60,7 +70,7 @@ diff: setup
 	$(PY) scripts/offline_diff.py $(if $(BASE),--base '$(BASE)') $(CDK_ARGS)
 
 ## The whole test suite (lint and type checks included).
-test: setup lint
+test: setup lint $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest
 
 lint: setup
