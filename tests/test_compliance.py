@@ -208,3 +208,78 @@ def test_checkov_finds_nothing_unexplained(assembly: Path) -> None:
         reason = check["check_result"].get("suppress_comment", "")
         assert len(reason) > 40, f"{check['check_id']} {check['resource']}: {reason!r}"
     assert sum(r["summary"]["passed"] for r in reports) > 100
+
+
+# --- Stage lifetimes and re-creation ----------------------------------------------------------
+
+_NAME_PROPERTIES = (
+    "LogGroupName", "BucketName", "TableName", "RoleName", "AliasName", "TopicName",
+    "FunctionName", "DashboardName", "AlarmName", "EndpointName", "Name", "KeyAlias",
+)  # fmt: skip
+_RETAINED = {"Retain", "RetainExceptOnCreate"}
+
+
+def _all_resources(assembly: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path.name, logical_id, resource)
+        for path in sorted(assembly.glob("*.template.json"))
+        for logical_id, resource in json.loads(path.read_text())["Resources"].items()
+    ]
+
+
+def _refers_to_a_resource(value: Any, logical_ids: set[str]) -> bool:
+    """True if ``value`` contains a Ref/GetAtt to a resource of the template (a name that
+    changes when that resource is re-created), not only literals and pseudo parameters."""
+    if isinstance(value, dict):
+        ref = value.get("Ref") or (value.get("Fn::GetAtt") or [None])[0]
+        if ref in logical_ids:
+            return True
+        return any(_refers_to_a_resource(v, logical_ids) for v in value.values())
+    if isinstance(value, list):
+        return any(_refers_to_a_resource(v, logical_ids) for v in value)
+    return False
+
+
+def test_no_retained_resource_has_a_fixed_physical_name(assembly: Path) -> None:
+    """After `cdk destroy`, retained resources stay; a fixed name among them would make the
+    next create of the same stage fail ("already exists")."""
+    by_template: dict[str, set[str]] = {}
+    for template, logical_id, _ in _all_resources(assembly):
+        by_template.setdefault(template, set()).add(logical_id)
+    retained = 0
+    for template, logical_id, resource in _all_resources(assembly):
+        if resource.get("DeletionPolicy") not in _RETAINED:
+            continue
+        retained += 1
+        for prop in _NAME_PROPERTIES:
+            name = resource.get("Properties", {}).get(prop)
+            if name is not None:
+                assert _refers_to_a_resource(name, by_template[template]), (
+                    f"{template} {logical_id}: retained with the fixed {prop} {name!r}"
+                )
+    assert retained >= 2  # at least API Gateway's account-wide logging role and its setting
+
+
+def test_every_construct_gets_the_stages_lifetimes(assembly: Path) -> None:
+    """One stage, said once, reaches every construct: log retention, deletion policies and
+    key deletion windows all follow it (StagePolicy)."""
+    prod = assembly.name.split(".")[2].rstrip("0123456789") == "prod"
+    days, window, policy = (365, 30, "Retain") if prod else (14, 7, "Delete")
+    kinds: dict[str, int] = {}
+    for template, logical_id, resource in _all_resources(assembly):
+        kind, props = resource["Type"], resource.get("Properties", {})
+        where = f"{template} {logical_id}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "AWS::Logs::LogGroup":
+            assert props["RetentionInDays"] == days, where
+            assert resource["DeletionPolicy"] == policy, where
+            assert "KmsKeyId" in props, where
+        elif kind == "Custom::LogRetention":  # the endpoints' fixed-name log groups
+            assert props["RetentionInDays"] == days, where
+            assert props["RemovalPolicy"] == policy.lower().replace("delete", "destroy"), where
+        elif kind == "AWS::KMS::Key":
+            assert props["PendingWindowInDays"] == window, where
+        elif kind in ("AWS::S3::Bucket", "AWS::DynamoDB::Table"):
+            assert resource["DeletionPolicy"] == policy, where
+    assert kinds["Custom::LogRetention"] == 2
+    assert kinds["AWS::Logs::LogGroup"] == 3
