@@ -283,6 +283,60 @@ def property_changes(base: StackArtifact, head: StackArtifact) -> list[str]:
     return changes
 
 
+def _variant_types(template: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(endpoint name, variant name) → instance type, for endpoints with a literal name."""
+    resources: dict[str, Any] = template.get("Resources", {})
+    types: dict[tuple[str, str], str] = {}
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::SageMaker::Endpoint":
+            continue
+        props = resource.get("Properties", {})
+        name, config_ref = props.get("EndpointName"), props.get("EndpointConfigName")
+        if not isinstance(name, str) or not isinstance(config_ref, dict):
+            continue
+        config_id = (config_ref.get("Fn::GetAtt") or [config_ref.get("Ref")])[0]
+        config = resources.get(config_id, {}).get("Properties", {})
+        for variant in config.get("ProductionVariants", []):
+            if isinstance(variant.get("InstanceType"), str):
+                types[(name, variant["VariantName"])] = variant["InstanceType"]
+    return types
+
+
+def _scaled_variants(template: dict[str, Any]) -> set[tuple[str, str]]:
+    """(endpoint name, variant name) of every SageMaker variant registered for autoscaling."""
+    scaled: set[tuple[str, str]] = set()
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") != "AWS::ApplicationAutoScaling::ScalableTarget":
+            continue
+        resource_id = resource.get("Properties", {}).get("ResourceId")
+        parts = resource_id.split("/") if isinstance(resource_id, str) else []
+        if len(parts) == 4 and parts[0] == "endpoint" and parts[2] == "variant":
+            scaled.add((parts[1], parts[3]))
+    return scaled
+
+
+def instance_type_warnings(base: StackArtifact, head: StackArtifact) -> list[str]:
+    """SageMaker fails an endpoint update that changes the instance type of a variant
+    registered for autoscaling ("If the update would change the instance type for any model
+    that is a target for auto scaling, the update fails", sagemaker/latest/dg/
+    endpoint-scaling-update.html): warn with the two-step procedure."""
+    base_template = base.load_template()
+    before, after = _variant_types(base_template), _variant_types(head.load_template())
+    warnings = []
+    for key in sorted(_scaled_variants(base_template) & before.keys() & after.keys()):
+        if before[key] != after[key]:
+            endpoint, variant = key
+            warnings.append(
+                f"WARNING: endpoint {endpoint} variant {variant} changes instance type "
+                f"{before[key]} -> {after[key]} while registered for autoscaling: SageMaker "
+                "fails that update (and CloudFormation rolls back). Deploy in two steps: "
+                "(1) set scaling.enabled: false in the model config and deploy (this "
+                "deregisters the scalable target); (2) change instance.type, set "
+                "scaling.enabled: true, deploy. README: Changing the instance type."
+            )
+    return warnings
+
+
 def removed_stack_report(stack: StackArtifact, base_label: str) -> str:
     resources: dict[str, Any] = stack.load_template().get("Resources", {})
     lines = [
@@ -304,6 +358,7 @@ class Report:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, stack: str, body: str, note: str = "") -> None:
         header = f"Stack {stack}" + (f"  ({note})" if note else "")
@@ -323,6 +378,7 @@ class Report:
             ("removed", self.removed),
         ):
             lines += [f"  {title}: {name}" for name in names]
+        lines += self.warnings
         return "\n".join(lines)
 
 
@@ -371,7 +427,9 @@ def compare(
             report.add(name, NO_DIFFERENCES)
             continue
         report.changed.append(name)
-        report.add(name, "\n".join([*changes, *([text] if text else [])]))
+        warnings = instance_type_warnings(base.stacks[name], head.stacks[name])
+        report.warnings += warnings
+        report.add(name, "\n".join([*warnings, *changes, *([text] if text else [])]))
     return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -131,6 +132,12 @@ def test_diff_shows_the_instance_type_change_in_its_stack_only(
     for unchanged in (ARTIFACTS, DEEPSEEK):
         assert sections[unchanged] == "There were no differences"
     assert "Summary: 2 changed, 0 added, 0 removed, 2 unchanged" in output
+    # The llama variant is autoscaled: SageMaker would fail this update; say how to do it.
+    warning = f"changes instance type {old} -> {new} while registered for autoscaling"
+    assert llama.startswith("WARNING: endpoint LlmServingdevModelllama213bchat-Endpoint-")
+    assert warning in llama
+    assert "set scaling.enabled: false" in llama
+    assert output.rstrip().splitlines()[-1].startswith("WARNING: endpoint ")
     assert output.startswith("Offline cdk diff: working tree (HEAD ")
     assert "against HEAD~1 (" in output.splitlines()[0]
 
@@ -203,3 +210,49 @@ def test_added_and_removed_stacks_are_reported(
     assert section == (
         f"Stack {ARTIFACTS}\n[~] termination protection: False -> True\n[+] stack tag owner=ml"
     )
+
+
+def _endpoint_template(instance_type: str, *, scaled: bool) -> dict[str, object]:
+    resources: dict[str, object] = {
+        "Config": {
+            "Type": "AWS::SageMaker::EndpointConfig",
+            "Properties": {
+                "ProductionVariants": [{"VariantName": "AllTraffic", "InstanceType": instance_type}]
+            },
+        },
+        "Endpoint": {
+            "Type": "AWS::SageMaker::Endpoint",
+            "Properties": {
+                "EndpointName": "ep",
+                "EndpointConfigName": {"Fn::GetAtt": ["Config", "EndpointConfigName"]},
+            },
+        },
+    }
+    if scaled:
+        resources["Target"] = {
+            "Type": "AWS::ApplicationAutoScaling::ScalableTarget",
+            "Properties": {"ResourceId": "endpoint/ep/variant/AllTraffic"},
+        }
+    return {"Resources": resources}
+
+
+@pytest.mark.parametrize(
+    ("base_scaled", "base_type", "warned"),
+    [(True, "ml.g5.12xlarge", True), (False, "ml.g5.12xlarge", False), (True, "ml.g6.12xlarge", False)],
+)  # fmt: skip
+def test_instance_type_change_of_an_autoscaled_variant_is_warned(
+    tmp_path: Path, base_scaled: bool, base_type: str, warned: bool
+) -> None:
+    """Step 1 of the procedure (scaling off) deregisters the target, so step 2 (the new type)
+    is not warned; nor is a deploy that keeps the type."""
+    offline_diff = _script()
+    stacks = []
+    for side, template in (
+        ("base", _endpoint_template(base_type, scaled=base_scaled)),
+        ("head", _endpoint_template("ml.g6.12xlarge", scaled=True)),
+    ):
+        path = tmp_path / f"{side}.template.json"
+        path.write_text(json.dumps(template))
+        stacks.append(offline_diff.StackArtifact(name="S", template=path))
+    warnings = offline_diff.instance_type_warnings(*stacks)
+    assert bool(warnings) is warned
