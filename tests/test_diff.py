@@ -238,8 +238,12 @@ def _endpoint_template(instance_type: str, *, scaled: bool) -> dict[str, object]
 
 @pytest.mark.parametrize(
     ("base_scaled", "base_type", "warned"),
-    [(True, "ml.g5.12xlarge", True), (False, "ml.g5.12xlarge", False), (True, "ml.g6.12xlarge", False)],
-)  # fmt: skip
+    [
+        (True, "ml.g5.12xlarge", True),
+        (False, "ml.g5.12xlarge", False),
+        (True, "ml.g6.12xlarge", False),
+    ],
+)
 def test_instance_type_change_of_an_autoscaled_variant_is_warned(
     tmp_path: Path, base_scaled: bool, base_type: str, warned: bool
 ) -> None:
