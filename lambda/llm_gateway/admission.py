@@ -38,7 +38,15 @@ def output_allowance(request: ChatRequest, tier: Tier | None) -> int | None:
 def token_counts(outcome: Outcome, prompt: int) -> tuple[int, int]:
     """Input and output tokens of a response: the backend's usage where it reported one (a
     backend reporting no prompt count, like LMI's native stream, counts the estimate), else the
-    estimate and one token per streamed delta (a stream cut short reports no usage)."""
+    estimate and one token per streamed delta (a stream cut short reports no usage).
+
+    What "cut short" means depends on where this runs. Under the Lambda Web Adapter nothing
+    tells the app that the client went away (the adapter relays until the app finishes; AWS:
+    after a disconnect "the Lambda function might continue to execute"), so on AWS a client
+    disconnect does not cut the stream: the model generates to the end, the function relays
+    into the void, and the request is settled to the backend's full reported usage (and Lambda
+    bills the whole duration). Only a mid-stream fault cuts a stream there. Locally (uvicorn
+    without the adapter) a disconnect is seen and the partial count applies."""
     usage = outcome.usage
     if usage is None:
         return prompt, outcome.text_deltas

@@ -184,7 +184,8 @@ OnEnd = Callable[[Outcome], Awaitable[None]]
 
 class _EndOnce:
     """Release the upstream and report the outcome exactly once, even while the request is
-    being cancelled (a client that disconnects must still be charged)."""
+    being cancelled (a client that disconnects must still be charged; on AWS the Web Adapter
+    reports no disconnect, so there the stream runs to its end: ``admission.token_counts``)."""
 
     def __init__(self, stream: OpenStream, on_end: OnEnd | None) -> None:
         self._stream = stream
