@@ -230,14 +230,14 @@ def test_gateway_uses_the_regions_layer_and_invokes_only_the_model(
 
 
 def test_prod_stage_retains_data(external_app: ExternalApp) -> None:
-    """The artifact key and buckets, the quota table and its key (the alarm topic's key holds
-    no data and goes with the stack)."""
+    """The artifact key and buckets, the quota table and its key, the logs' key (the alarm
+    topic's key holds no data and goes with the stack)."""
     for kind in ("AWS::KMS::Key", "AWS::S3::Bucket"):
         for resource in external_app.models.find_resources(kind).values():
             assert resource["DeletionPolicy"] == "Retain"
     keys = external_app.api.find_resources("AWS::KMS::Key")
     assert {k for k, v in keys.items() if v["DeletionPolicy"] == "Retain"} == {
-        k for k in keys if "Quota" in k
+        k for k in keys if "Quota" in k or "LogsKey" in k
     }
     (table,) = external_app.api.find_resources("AWS::DynamoDB::Table").values()
     assert table["DeletionPolicy"] == "Retain"
