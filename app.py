@@ -10,7 +10,7 @@ from pathlib import Path
 from aws_cdk import App
 
 from llm_serving.config.loader import ConfigError
-from llm_serving.config.regions import check_region
+from llm_serving.regions import check_region
 from llm_serving.stage import Stage
 from stacks import GATEWAY_SKIPPED, AppSettings, add_compliance_checks, build
 

@@ -22,6 +22,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from llm_gateway.contract import REQUEST_METRICS, ROUTE_ONLY_METRICS, Metric
 from llm_serving.config.gateway import ObservabilityConfig
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.gateway import GatewayRoute, StreamingGateway
@@ -36,18 +37,7 @@ SUSTAINED_PERIODS = 3
 PERCENTILES = ("p50", "p90", "p99")
 ALARM_NAME_LIMIT = 255
 
-# Request metrics published per route and per backend (same names), and per route only.
-REQUEST_METRICS = (
-    "Requests",
-    "TimeToFirstByte",
-    "UpstreamTimeToFirstByte",
-    "Duration",
-    "InputTokens",
-    "OutputTokens",
-    "OutputTokensPerSecond",
-)
-ROUTE_ONLY_METRICS = ("Fallbacks", "QuotaRejections")
-ERRORS_METRIC = "Errors"
+ERRORS_METRIC = Metric.ERRORS
 
 _WIDTH = 24  # CloudWatch's dashboard grid
 _HEIGHT = 6
@@ -211,8 +201,8 @@ class InferenceDashboard(Construct):
         return cloudwatch.MathExpression(
             expression="FILL(fallbacks, 0) / requests",
             using_metrics={
-                "fallbacks": self.metric_route("Fallbacks", route, period=period),
-                "requests": self.metric_route("Requests", route, period=period),
+                "fallbacks": self.metric_route(Metric.FALLBACKS, route, period=period),
+                "requests": self.metric_route(Metric.REQUESTS, route, period=period),
             },
             label="Fallbacks per request",
             period=period,
@@ -344,7 +334,7 @@ class InferenceDashboard(Construct):
                 f"ttfb-p99:{alias}",
                 _construct_id("TtfbP99Alarm", alias),
                 metric=self.metric_route(
-                    "TimeToFirstByte", alias, statistic="p99", period=ALARM_PERIOD
+                    Metric.TIME_TO_FIRST_BYTE, alias, statistic="p99", period=ALARM_PERIOD
                 ),
                 threshold=config.ttfb_p99_ms,
                 description=(
@@ -484,34 +474,36 @@ class InferenceDashboard(Construct):
 
         ttfb = self._graph(
             f"{alias}: gateway TTFB (ms)",
-            percentiles("TimeToFirstByte", "TTFB"),
+            percentiles(Metric.TIME_TO_FIRST_BYTE, "TTFB"),
             annotation=(self.config.ttfb_p99_ms, "p99 alarm"),
         )
         upstream = self._graph(
             f"{alias}: upstream TTFB (ms)",
-            percentiles("UpstreamTimeToFirstByte", "Upstream TTFB"),
+            percentiles(Metric.UPSTREAM_TIME_TO_FIRST_BYTE, "Upstream TTFB"),
         )
         throughput = self._graph(
             f"{alias}: output tokens per second (per request)",
             [
-                self.metric_route("OutputTokensPerSecond", alias, statistic=stat, label=stat)
+                self.metric_route(
+                    Metric.OUTPUT_TOKENS_PER_SECOND, alias, statistic=stat, label=stat
+                )
                 for stat in ("p10", "p50", "p90")
             ],
         )
         requests = self._graph(
             f"{alias}: requests, fallbacks, quota rejections",
             [
-                self.metric_route("Requests", alias, label="Requests"),
-                self.metric_route("Fallbacks", alias, label="Fallbacks (failed attempts)"),
-                self.metric_route("QuotaRejections", alias, label="Quota rejections"),
+                self.metric_route(Metric.REQUESTS, alias, label="Requests"),
+                self.metric_route(Metric.FALLBACKS, alias, label="Fallbacks (failed attempts)"),
+                self.metric_route(Metric.QUOTA_REJECTIONS, alias, label="Quota rejections"),
             ],
         )
         errors = self._graph(f"{alias}: errors by kind", [self.errors_by_kind(alias)])
         tokens = self._graph(
             f"{alias}: tokens",
             [
-                self.metric_route("InputTokens", alias, label="Input tokens"),
-                self.metric_route("OutputTokens", alias, label="Output tokens"),
+                self.metric_route(Metric.INPUT_TOKENS, alias, label="Input tokens"),
+                self.metric_route(Metric.OUTPUT_TOKENS, alias, label="Output tokens"),
             ],
         )
         rows: list[list[cloudwatch.IWidget]] = [
@@ -529,14 +521,16 @@ class InferenceDashboard(Construct):
 
             rows.append(
                 [
-                    self._graph(f"{alias}: requests by backend", by_backend("Requests", "Sum")),
+                    self._graph(
+                        f"{alias}: requests by backend", by_backend(Metric.REQUESTS, "Sum")
+                    ),
                     self._graph(
                         f"{alias}: upstream TTFB p90 by backend (ms)",
-                        by_backend("UpstreamTimeToFirstByte", "p90"),
+                        by_backend(Metric.UPSTREAM_TIME_TO_FIRST_BYTE, "p90"),
                     ),
                     self._graph(
                         f"{alias}: output tokens per second p50 by backend",
-                        by_backend("OutputTokensPerSecond", "p50"),
+                        by_backend(Metric.OUTPUT_TOKENS_PER_SECOND, "p50"),
                     ),
                 ]
             )

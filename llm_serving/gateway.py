@@ -6,7 +6,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_apigateway as apigateway
@@ -14,7 +13,21 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+from pydantic import ConfigDict, Field
 
+from llm_gateway.contract import (
+    CONSUMERS_ENV,
+    METRIC_NAMESPACE,
+    METRIC_NAMESPACE_ENV,
+    QUOTA_TABLE_ENV,
+    ROUTES_ENV,
+    SERVICE_NAME_ENV,
+    ConsumerTable,
+    Cooldown,
+    RoutePolicy,
+    RouteTable,
+)
+from llm_serving import gateway_tables as tables
 from llm_serving._nag import acknowledge, skip_checkov
 from llm_serving.bundling import RUNTIME, gateway_code
 from llm_serving.config.gateway import (
@@ -25,6 +38,7 @@ from llm_serving.config.gateway import (
     pascal_case,
 )
 from llm_serving.endpoint import LlmEndpoint
+from llm_serving.gateway_tables import BackendTarget, consumer_table
 from llm_serving.logs_key import logs_key
 from llm_serving.quota_table import QuotaTable
 from llm_serving.stage import Stage, StagePolicy
@@ -39,13 +53,7 @@ ENVIRONMENT_LIMIT_BYTES = 4096
 KEY_ID_LENGTH = 10
 TABLE_NAME_ESTIMATE = "t" * 255
 
-METRIC_NAMESPACE = "LlmGateway"
 """CloudWatch namespace of the function's embedded-format metrics (``InferenceDashboard``)."""
-METRIC_NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
-SERVICE_NAME_ENV = "POWERTOOLS_SERVICE_NAME"
-ROUTES_ENV = "LLM_GATEWAY_ROUTES"
-CONSUMERS_ENV = "LLM_GATEWAY_CONSUMERS"
-QUOTA_TABLE_ENV = "LLM_GATEWAY_QUOTA_TABLE"
 # Usage-plan keys get logical ids from their API key, not from the order they were added in.
 _ORDER_INSENSITIVE_KEYS = "@aws-cdk/aws-apigateway:usagePlanKeyOrderInsensitiveId"
 
@@ -183,19 +191,17 @@ ACCESS_LOG_FORMAT = (
 
 @dataclass(frozen=True)
 class RouteBackend:
-    """One backend of a route: an endpoint and its optional canary weight (0–1000)."""
+    """One backend of a route: an endpoint and its optional canary weight (0–1000; the wire
+    contract's ``Backend`` checks it when the routing table is built)."""
 
     endpoint: LlmEndpoint
     weight: int | None = None
 
-    def __post_init__(self) -> None:
-        if self.weight is not None and not 0 <= self.weight <= 1000:
-            raise ValueError(f"backend weight {self.weight} is not within 0–1000")
 
-
-@dataclass(frozen=True)
-class GatewayRoute:
-    """The endpoints that serve one model alias, in fallback order.
+class GatewayRoute(RoutePolicy):
+    """The endpoints that serve one model alias, in fallback order, and how they are tried
+    (:class:`~llm_gateway.contract.RoutePolicy`: ``first_byte_timeout_s``, ``max_attempts``,
+    ``sticky``).
 
     The first attempt goes to a backend chosen by weight among the weighted ones (or to the
     first backend when none has a weight); later attempts follow the listed order, at most
@@ -203,21 +209,9 @@ class GatewayRoute:
     ``first_byte_timeout_s``. ``sticky`` fixes the weighted choice per consumer.
     """
 
-    backends: tuple[RouteBackend, ...]
-    first_byte_timeout_s: float = 60.0
-    max_attempts: int = 2
-    sticky: bool = False
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    def __post_init__(self) -> None:
-        if not self.backends:
-            raise ValueError("a route needs at least one backend")
-        if not 0 < self.first_byte_timeout_s <= 900:
-            raise ValueError(f"first_byte_timeout_s {self.first_byte_timeout_s} not in (0, 900]")
-        if not 1 <= self.max_attempts <= 5:
-            raise ValueError(f"max_attempts {self.max_attempts} not within 1–5")
-        weights = [b.weight for b in self.backends if b.weight is not None]
-        if weights and sum(weights) == 0:
-            raise ValueError("the backend weights sum to 0; give one a weight > 0")
+    backends: tuple[RouteBackend, ...] = Field(min_length=1)
 
     @classmethod
     def to(cls, *endpoints: LlmEndpoint) -> GatewayRoute:
@@ -246,12 +240,8 @@ def routes_from_config(
                     f"endpoints {sorted(endpoints)}"
                 )
             backends.append(RouteBackend(endpoints[backend.model], backend.weight))
-        routes[route.model] = GatewayRoute(
-            backends=tuple(backends),
-            first_byte_timeout_s=route.first_byte_timeout_s,
-            max_attempts=route.max_attempts,
-            sticky=route.sticky,
-        )
+        policy = route.model_dump(include=set(RoutePolicy.model_fields))
+        routes[route.model] = GatewayRoute(backends=tuple(backends), **policy)
     return routes
 
 
@@ -294,10 +284,11 @@ class StreamingGateway(Construct):
 
     Exposes ``function``, ``role``, ``log_group``, ``api``, ``access_log_group``,
     ``usage_plans`` (tier → plan), ``api_keys`` (consumer → key), ``consumers`` (consumer →
-    config), ``quota_table``, ``route_table`` (the dict in ``LLM_GATEWAY_ROUTES``), ``url``
-    (the OpenAI base URL, ``…/api/v1``), and ``metric_namespace`` / ``service_name``: the
-    function's metrics (``POWERTOOLS_METRICS_NAMESPACE`` / ``POWERTOOLS_SERVICE_NAME``, the
-    ``service`` dimension: the stack's name) that :class:`InferenceDashboard` charts.
+    config), ``quota_table``, ``route_table`` (the contract's :class:`RouteTable` in
+    ``LLM_GATEWAY_ROUTES``), ``url`` (the OpenAI base URL, ``…/api/v1``), and
+    ``metric_namespace`` / ``service_name``: the function's metrics
+    (``POWERTOOLS_METRICS_NAMESPACE`` / ``POWERTOOLS_SERVICE_NAME``, the ``service``
+    dimension: the stack's name) that :class:`InferenceDashboard` charts.
     """
 
     def __init__(
@@ -331,7 +322,8 @@ class StreamingGateway(Construct):
         )
         self._log_removal_policy = policy.removal_policy
         self.routes: dict[str, GatewayRoute] = _typed_routes(routes)
-        self.route_table: dict[str, Any] = route_table(self.routes, config)
+        self.route_table: RouteTable = build_route_table(self.routes, config.fallback)
+        """What the function receives in ``LLM_GATEWAY_ROUTES`` (``model_dump_json()``)."""
         self._layer_arn = config.web_adapter.resolve_layer_arn(region)
         self.consumers: dict[str, ConsumerConfig] = {}
         self.api_keys: dict[str, apigateway.ApiKey] = {}
@@ -408,7 +400,7 @@ class StreamingGateway(Construct):
             "AWS_LWA_INVOKE_MODE": "response_stream",
             "AWS_LWA_PORT": str(APP_PORT),
             "AWS_LWA_READINESS_CHECK_PATH": HEALTH_PATH,
-            ROUTES_ENV: json.dumps(self.route_table, separators=(",", ":")),
+            ROUTES_ENV: self.route_table.model_dump_json(),
             QUOTA_TABLE_ENV: table_name,
             "LLM_GATEWAY_MAX_REQUEST_BYTES": str(config.limits.max_request_bytes),
             "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S": str(config.upstream.connect_timeout_s),
@@ -424,9 +416,7 @@ class StreamingGateway(Construct):
         """Lambda's 4 KB limit, with the deploy-time values estimated: each API key id as
         10 characters, the table name as 255 (its maximum)."""
         key_ids = {c.name: f"{i:0{KEY_ID_LENGTH}d}" for i, c in enumerate(consumers)}
-        table = json.dumps(
-            consumer_table(self.config, consumers, key_ids=key_ids), separators=(",", ":")
-        )
+        table = consumer_table(self.config.tiers, consumers, key_ids=key_ids).model_dump_json()
         estimate = self._environment(table_name=TABLE_NAME_ESTIMATE, consumers=table)
         routes = estimate[ROUTES_ENV]
         size = len(json.dumps(estimate, separators=(",", ":")).encode("utf-8"))
@@ -654,59 +644,16 @@ class StreamingGateway(Construct):
 
     def _set_consumers_environment(self) -> None:
         key_ids = {name: key.key_id for name, key in self.api_keys.items()}
-        table = consumer_table(self.config, list(self.consumers.values()), key_ids=key_ids)
-        self.function.add_environment(CONSUMERS_ENV, Stack.of(self).to_json_string(table))
-
-    def consumer_table(self, key_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The table ``LLM_GATEWAY_CONSUMERS`` holds, keyed by ``key_ids`` (consumer name →
-        API key id; default: the consumer names, for local runs without API Gateway)."""
-        consumers = list(self.consumers.values())
-        return consumer_table(
-            self.config, consumers, key_ids=key_ids or {c.name: c.name for c in consumers}
+        table = consumer_table(self.config.tiers, list(self.consumers.values()), key_ids=key_ids)
+        # The key ids are CloudFormation tokens: to_json_string renders them as Fn::Join.
+        self.function.add_environment(
+            CONSUMERS_ENV, Stack.of(self).to_json_string(table.model_dump(mode="json"))
         )
 
-
-def consumer_table(
-    config: GatewayConfig,
-    consumers: Sequence[ConsumerConfig],
-    *,
-    key_ids: Mapping[str, str],
-) -> dict[str, Any]:
-    """``{"tiers": [...], "consumers": {<key id>: {name, tier, routes}}}``
-    (shape: ``lambda/llm_gateway/consumers.py``)."""
-    return {
-        "tiers": [
-            {
-                "name": name,
-                "tokens_per_day": tier.tokens_per_day,
-                "tokens_per_month": tier.tokens_per_month,
-                "default_reservation": tier.default_reservation,
-            }
-            for name, tier in config.tiers.items()
-        ],
-        "consumers": {
-            key_ids[c.name]: {
-                "name": c.name,
-                "tier": c.tier,
-                "routes": list(c.routes) if c.routes is not None else None,
-            }
-            for c in consumers
-        },
-    }
-
-
-def _backend(backend: RouteBackend) -> dict[str, Any]:
-    endpoint = backend.endpoint
-    config = endpoint.config
-    return {
-        "name": config.name,
-        "endpoint_name": endpoint.endpoint_name,
-        "format": config.stream_format,
-        "prompt_template": config.gateway.prompt_template,
-        "custom_attributes": config.custom_attributes,
-        "max_tokens_default": config.gateway.max_tokens_default,
-        "weight": backend.weight,
-    }
+    def consumer_table(self, key_ids: Mapping[str, str] | None = None) -> ConsumerTable:
+        """The table ``LLM_GATEWAY_CONSUMERS`` holds, keyed by ``key_ids`` (consumer name →
+        API key id; default: the consumer names, for local runs without API Gateway)."""
+        return consumer_table(self.config.tiers, list(self.consumers.values()), key_ids=key_ids)
 
 
 def _typed_routes(routes: RoutesArg) -> dict[str, GatewayRoute]:
@@ -723,24 +670,21 @@ def _typed_routes(routes: RoutesArg) -> dict[str, GatewayRoute]:
     return typed
 
 
-def route_table(routes: RoutesArg, config: GatewayConfig | None = None) -> dict[str, Any]:
-    """The routing table the function reads from ``LLM_GATEWAY_ROUTES``
-    (shape: ``lambda/llm_gateway/routes.py``), with ``config.fallback``'s cooldown."""
-    fallback = (config or GatewayConfig()).fallback
-    return {
-        "routes": [
-            {
-                "model": alias,
-                "backends": [_backend(b) for b in route.backends],
-                "first_byte_timeout_s": route.first_byte_timeout_s,
-                "max_attempts": route.max_attempts,
-                "sticky": route.sticky,
-            }
-            for alias, route in _typed_routes(routes).items()
+def build_route_table(routes: RoutesArg, fallback: Cooldown | None = None) -> RouteTable:
+    """The table the function reads from ``LLM_GATEWAY_ROUTES`` (the contract's model), with
+    ``fallback``'s cooldown (default: the contract's)."""
+    return tables.route_table(
+        [
+            tables.route(
+                alias,
+                [BackendTarget(b.endpoint.config, b.endpoint.endpoint_name, b.weight)
+                 for b in gateway_route.backends],
+                gateway_route,
+            )
+            for alias, gateway_route in _typed_routes(routes).items()
         ],
-        "cooldown_failures": fallback.cooldown_failures,
-        "cooldown_s": fallback.cooldown_s,
-    }
+        fallback or Cooldown(),
+    )  # fmt: skip
 
 
 def _unique_endpoints(routes: Mapping[str, GatewayRoute]) -> list[LlmEndpoint]:

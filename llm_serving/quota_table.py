@@ -6,10 +6,11 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from llm_gateway.contract import QUOTA_PARTITION_KEY, QUOTA_TTL_ATTRIBUTE
 from llm_serving.stage import Stage, StagePolicy
 
-PARTITION_KEY = "pk"
-TTL_ATTRIBUTE = "expires_at"
+PARTITION_KEY = QUOTA_PARTITION_KEY
+TTL_ATTRIBUTE = QUOTA_TTL_ATTRIBUTE
 # What the quota code calls: conditional UpdateItem/PutItem, GetItem, and TransactWriteItems,
 # which IAM authorizes per contained action (Put/Update → PutItem/UpdateItem, ConditionCheck →
 # ConditionCheckItem); there is no dynamodb:TransactWriteItems action to grant.
@@ -66,16 +67,18 @@ class QuotaTable(Construct):
         self.table_name: str = self.table.table_name
         self.table_arn: str = self.table.table_arn
 
-    def grant_quota_access(self, grantee: iam.IGrantable) -> None:
+    def grant_quota_access(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read and write counter items (:data:`ITEM_ACTIONS`) on this table
         only, and use this table's key through DynamoDB only (:data:`KEY_ACTIONS`). No scans,
-        queries, batch writes, deletes, condition checks or table-level actions."""
-        iam.Grant.add_to_principal(
+        queries, batch writes, deletes, condition checks or table-level actions. Returns the
+        combined grant."""
+        items = iam.Grant.add_to_principal(
             grantee=grantee, actions=list(ITEM_ACTIONS), resource_arns=[self.table_arn]
         )
-        iam.Grant.add_to_principal(
+        key = iam.Grant.add_to_principal(
             grantee=grantee,
             actions=list(KEY_ACTIONS),
             resource_arns=[self.key.key_arn],
             conditions={"StringLike": {"kms:ViaService": "dynamodb.*.amazonaws.com*"}},
         )
+        return items.combine(key)

@@ -1,11 +1,12 @@
 """``make local``: the gateway and a SageMaker-runtime emulator on loopback, no AWS account.
 
-The routing and consumer tables are the ones synth writes into the function's environment
-(built from the same configs), so local requests take the same routes and quotas as deployed
-ones. What differs: boto3 reaches the emulator and a local DynamoDB (moto, single-threaded)
-through ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL_DYNAMODB``; and with no API
-Gateway in front, every request acts as one configured consumer (``--consumer``). The gateway
-runs through the runtime package's ``run.sh`` (``lambda/llm_gateway/run.sh``), as the Lambda Web
+The routing and consumer tables are built by the function synth uses for the deployed
+environment (``llm_serving.gateway_tables``), from the same configs, so local requests take the
+same routes and quotas as deployed ones (endpoints are named after their model configs). What
+differs: boto3 reaches the emulator and a local DynamoDB (moto, single-threaded) through
+``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` / ``AWS_ENDPOINT_URL_DYNAMODB``; and with no API Gateway
+in front, every request acts as one configured consumer (``--consumer``). The gateway runs
+through the runtime package's ``run.sh`` (``lambda/llm_gateway/run.sh``), as the Lambda Web
 Adapter starts it.
 """
 
@@ -45,43 +46,42 @@ def gateway_run_sh() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "run.sh"
 
 
-def synthesized_tables(
-    config_dir: Path, stage: str, region: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``LLM_GATEWAY_ROUTES`` and ``LLM_GATEWAY_CONSUMERS`` values the app would deploy,
-    the consumers keyed by name instead of API key id.
+def config_tables(config_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``LLM_GATEWAY_ROUTES`` and ``LLM_GATEWAY_CONSUMERS`` values, built from the configs
+    by the same pure function the construct uses (``llm_serving.gateway_tables``), with each
+    endpoint named after its model config and the consumers keyed by name.
 
-    Built in a child process: the CDK app needs jsii's node runtime, which must not live in
-    this long-running process (Ctrl-C reaches node too, and jsii's exit handler then hangs).
+    Built in a child process: importing ``llm_serving`` loads jsii's node runtime, which must
+    not live in this long-running process (Ctrl-C reaches node too, and jsii's exit handler
+    then hangs).
     """
     code = (
-        "import json, sys; from pathlib import Path; from local.run import _build_tables; "
-        "print(json.dumps(_build_tables(Path(sys.argv[1]), sys.argv[2], sys.argv[3])))"
+        "import json, sys; from pathlib import Path; from local.run import _tables; "
+        "print(json.dumps(_tables(Path(sys.argv[1]))))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(config_dir), stage, region],
+        [sys.executable, "-c", code, str(config_dir)],
         cwd=ROOT, capture_output=True, text=True, check=False,
         env={**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"},
     )  # fmt: skip
     if result.returncode != 0:
-        raise SystemExit(f"error: could not build the app's tables:\n{result.stderr[-2000:]}")
+        raise SystemExit(f"error: could not build the gateway's tables:\n{result.stderr[-2000:]}")
     tables = json.loads(result.stdout.strip().splitlines()[-1])
     return tables["routes"], tables["consumers"]
 
 
-def _build_tables(config_dir: Path, stage: str, region: str) -> dict[str, Any]:
-    """In a child process (see :func:`synthesized_tables`): build the app, return its tables."""
-    from aws_cdk import App
+def _tables(config_dir: Path) -> dict[str, Any]:
+    """In a child process (see :func:`config_tables`)."""
+    from llm_serving.config import load_gateway_config, load_model_configs
+    from llm_serving.gateway_tables import tables_from_configs
 
-    from llm_serving.stage import Stage
-    from stacks import AppSettings, build
-
-    context = json.loads((ROOT / "cdk.json").read_text())["context"]
-    app = App(context={**context, "aws:cdk:bundling-stacks": []})
-    built = build(app, AppSettings(stage=Stage(stage), region=region, config_dir=config_dir))
-    assert built.gateway is not None  # every model config is built
-    gateway = built.gateway.gateway
-    return {"routes": gateway.route_table, "consumers": gateway.consumer_table()}
+    routes, consumers = tables_from_configs(
+        load_model_configs(config_dir), load_gateway_config(config_dir)
+    )
+    return {
+        "routes": routes.model_dump(mode="json"),
+        "consumers": consumers.model_dump(mode="json"),
+    }
 
 
 def scenarios(routes: dict[str, Any], config_dir: Path, delay_ms: float) -> dict[str, Any]:
@@ -186,13 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     parser.add_argument("--emulator-port", type=int, default=8081)
     parser.add_argument("--config-dir", type=Path, default=ROOT / "model_configs")
-    parser.add_argument("--stage", default="dev")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--token-delay-ms", type=float, default=40, help="pause between tokens")
     parser.add_argument("--consumer", help="consumer every request acts as (default: the first)")
     args = parser.parse_args(argv)
 
-    routes, consumers = synthesized_tables(args.config_dir, args.stage, args.region)
+    routes, consumers = config_tables(args.config_dir)
     consumer = args.consumer or next(iter(consumers["consumers"]))
     if consumer not in consumers["consumers"]:
         known = ", ".join(consumers["consumers"])

@@ -31,6 +31,7 @@ from llm_serving.gateway import (
     GATEWAY_RESPONSES,
     RETENTION_BY_DAYS,
     RoutesArg,
+    build_route_table,
 )
 from llm_serving.quota_table import ITEM_ACTIONS, KEY_ACTIONS
 from stacks import BuiltApp
@@ -699,7 +700,10 @@ def test_route_table_matches_the_model_configs(gateway_template: Template, built
     raw = _function_env(gateway_template)[ROUTES_ENV]
     assert isinstance(raw, str), "the route table has no deploy-time values"
     table = RouteTable.model_validate_json(raw)
-    assert json.loads(raw) == built.gateway.gateway.route_table
+    # The function receives model_dump_json() of the very model the runtime parses.
+    assert built.gateway is not None
+    assert table == built.gateway.gateway.route_table
+    assert raw == table.model_dump_json()
     assert [r.model for r in table.routes] == [DEEPSEEK, LLAMA]
     assert (table.cooldown_failures, table.cooldown_s) == (3, 30.0)
     for route in table.routes:
@@ -766,15 +770,17 @@ def test_route_table_has_weights_deadlines_attempts_and_cooldown() -> None:
 
 
 def test_route_validation() -> None:
+    """GatewayRoute is the contract's RoutePolicy plus endpoints; weights and limits are the
+    contract's own checks, applied when the routing table is built."""
     endpoint = _new_gateway().routes[LLAMA].backends[0].endpoint
-    with pytest.raises(ValueError, match="at least one backend"):
+    with pytest.raises(ValueError, match="at least 1 item"):
         GatewayRoute(backends=())
-    with pytest.raises(ValueError, match="weights sum to 0"):
-        GatewayRoute(backends=(RouteBackend(endpoint, 0),))
-    with pytest.raises(ValueError, match="not within 0–1000"):
-        RouteBackend(endpoint, 1001)
     with pytest.raises(ValueError, match="max_attempts"):
         GatewayRoute(backends=(RouteBackend(endpoint),), max_attempts=6)
+    with pytest.raises(ValueError, match="weights sum to 0"):
+        build_route_table({"x": GatewayRoute(backends=(RouteBackend(endpoint, 0),))})
+    with pytest.raises(ValueError, match="less than or equal to 1000"):
+        build_route_table({"x": GatewayRoute(backends=(RouteBackend(endpoint, 1001),))})
 
 
 def test_function_role_has_no_managed_policies_and_invokes_only_the_routed_endpoints(

@@ -7,17 +7,17 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llm_gateway.consumers import (
+from llm_gateway.contract import (
+    CONNECT_TIMEOUT_ENV,
     CONSUMERS_ENV,
     LOCAL_CONSUMER_ENV,
+    MAX_REQUEST_BYTES_ENV,
     QUOTA_TABLE_ENV,
+    READ_TIMEOUT_ENV,
+    ROUTES_ENV,
     ConsumerTable,
+    RouteTable,
 )
-from llm_gateway.routes import ROUTES_ENV, RouteTable
-
-MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
-CONNECT_TIMEOUT_ENV = "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S"
-READ_TIMEOUT_ENV = "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S"
 
 
 class SettingsError(ValueError):

@@ -24,6 +24,13 @@ from pydantic import (
     model_validator,
 )
 
+from llm_gateway.contract import (
+    WEIGHT_MAX,
+    Cooldown,
+    RoutePolicy,
+    TokenQuota,
+    check_weights,
+)
 from llm_serving.config.loader import ConfigError, _format_errors, _read_yaml
 
 GATEWAY_FILE = "gateway.yaml"
@@ -205,9 +212,11 @@ def pascal_case(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("-"))
 
 
-class TierConfig(_Strict):
+class TierConfig(TokenQuota):
     """What a consumer of this tier may use. Requests and rates are enforced by API Gateway
-    (the tier's usage plan, per API key, best effort); tokens by the gateway function."""
+    (the tier's usage plan, per API key, best effort); tokens by the gateway function
+    (``tokens_per_day``, ``tokens_per_month``, ``default_reservation``: the wire contract's
+    :class:`~llm_gateway.contract.TokenQuota`)."""
 
     requests_per_day: int | None = Field(
         None, ge=1, description="Request quota per key per day (at most one request quota)."
@@ -217,19 +226,6 @@ class TierConfig(_Strict):
     )
     rate_limit: float = Field(gt=0, description="Steady requests per second per key.")
     burst_limit: int = Field(ge=1, description="Burst requests per key.")
-    tokens_per_day: int | None = Field(
-        None, ge=1, description="Prompt + completion tokens per consumer per day; null: none."
-    )
-    tokens_per_month: int | None = Field(
-        None, ge=1, description="Prompt + completion tokens per consumer per month; null: none."
-    )
-    default_reservation: int = Field(
-        gt=0,
-        description=(
-            "Output tokens reserved against the token quotas (and allowed) when a request "
-            "sets no max_tokens."
-        ),
-    )
 
     @model_validator(mode="after")
     def _one_request_quota_and_reservations_fit(self) -> TierConfig:
@@ -283,7 +279,7 @@ class BackendConfig(_Strict):
     weight: int | None = Field(
         None,
         ge=0,
-        le=1000,
+        le=WEIGHT_MAX,
         description=(
             "Share of first attempts among the weighted backends (canary); unweighted "
             "backends only serve fallback attempts, in the listed order."
@@ -291,8 +287,9 @@ class BackendConfig(_Strict):
     )
 
 
-class RouteConfig(_Strict):
-    """A model alias clients send as ``model``, served by ordered backends."""
+class RouteConfig(RoutePolicy):
+    """A model alias clients send as ``model``, served by ordered backends (the policy fields
+    are the wire contract's :class:`~llm_gateway.contract.RoutePolicy`)."""
 
     model: str = Field(
         min_length=1,
@@ -303,13 +300,6 @@ class RouteConfig(_Strict):
     backends: tuple[BackendConfig, ...] = Field(
         min_length=1, description="Model configs serving it, in fallback order."
     )
-    first_byte_timeout_s: float = Field(
-        60.0, gt=0, le=900, description="An attempt with no first token by then has failed."
-    )
-    max_attempts: int = Field(2, ge=1, le=5, description="Backends tried per request, at most.")
-    sticky: bool = Field(
-        False, description="Fix the weighted choice per consumer (hashing), e.g. for canaries."
-    )
 
     @model_validator(mode="after")
     def _backends_make_sense(self) -> RouteConfig:
@@ -319,12 +309,8 @@ class RouteConfig(_Strict):
                 f"route {self.model!r} lists a backend model more than once; fix: list each "
                 "model config once"
             )
-        weights = [b.weight for b in self.backends if b.weight is not None]
-        if weights and sum(weights) == 0:
-            raise ValueError(
-                f"route {self.model!r}: the backend weights sum to 0; fix: give one a weight > 0"
-            )
-        if self.sticky and not weights:
+        check_weights(self.model, [b.weight for b in self.backends])
+        if self.sticky and all(b.weight is None for b in self.backends):
             raise ValueError(
                 f"route {self.model!r}: sticky only fixes a weighted choice, and no backend has "
                 "a weight; fix: set weights or remove sticky"
@@ -332,15 +318,9 @@ class RouteConfig(_Strict):
         return self
 
 
-class FallbackConfig(_Strict):
-    """When the function stops trying a failing backend (per function instance)."""
-
-    cooldown_failures: int = Field(
-        3, ge=1, description="Consecutive failures after which a backend is cooled down."
-    )
-    cooldown_s: float = Field(
-        30.0, ge=0, le=3600, description="How long a cooled-down backend is skipped."
-    )
+class FallbackConfig(Cooldown):
+    """When the function stops trying a failing backend (per function instance): the wire
+    contract's :class:`~llm_gateway.contract.Cooldown`."""
 
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"

@@ -1,0 +1,114 @@
+"""The gateway function's two tables, built from the typed configs by pure functions.
+
+The tables are the wire contract's own models (:mod:`llm_gateway.contract`): what the function
+receives in ``LLM_GATEWAY_ROUTES`` / ``LLM_GATEWAY_CONSUMERS`` is ``model_dump`` of the very
+objects the runtime parses, so the two sides cannot drift. ``StreamingGateway``, ``make local``,
+the benchmarks and the tests all build them here. No construct is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from llm_gateway.contract import (
+    Backend,
+    Consumer,
+    ConsumerTable,
+    Cooldown,
+    Route,
+    RoutePolicy,
+    RouteTable,
+    Tier,
+    TokenQuota,
+)
+from llm_serving.config.gateway import ConsumerConfig, GatewayConfig, TierConfig
+from llm_serving.config.schema import ModelConfig
+
+
+@dataclass(frozen=True)
+class BackendTarget:
+    """A route's backend resolved to its model config and endpoint name."""
+
+    config: ModelConfig
+    endpoint_name: str
+    weight: int | None = None
+
+
+def backend(target: BackendTarget) -> Backend:
+    """How the function talks to one endpoint, from its model config."""
+    config = target.config
+    return Backend(
+        name=config.name,
+        endpoint_name=target.endpoint_name,
+        format=config.stream_format,
+        prompt_template=config.gateway.prompt_template,
+        custom_attributes=config.custom_attributes,
+        max_tokens_default=config.gateway.max_tokens_default,
+        weight=target.weight,
+    )
+
+
+def route(alias: str, targets: Sequence[BackendTarget], policy: RoutePolicy) -> Route:
+    """One route; the contract validates it (at least one backend, weights, limits)."""
+    return Route(
+        model=alias,
+        backends=tuple(backend(t) for t in targets),
+        **_fields(policy, RoutePolicy),
+    )
+
+
+def route_table(routes: Sequence[Route], cooldown: Cooldown) -> RouteTable:
+    return RouteTable(routes=tuple(routes), **_fields(cooldown, Cooldown))
+
+
+def consumer_table(
+    tiers: Mapping[str, TierConfig],
+    consumers: Sequence[ConsumerConfig],
+    *,
+    key_ids: Mapping[str, str] | None = None,
+) -> ConsumerTable:
+    """Consumers keyed by their API key id (``key_ids``: consumer name → id, CloudFormation
+    tokens at synth); by their names when ``key_ids`` is None (local runs: no API Gateway)."""
+    ids = key_ids if key_ids is not None else {c.name: c.name for c in consumers}
+    return ConsumerTable(
+        tiers=tuple(Tier(name=name, **_fields(tier, TokenQuota)) for name, tier in tiers.items()),
+        consumers={
+            ids[c.name]: Consumer(name=c.name, tier=c.tier, routes=c.routes) for c in consumers
+        },
+    )
+
+
+def tables_from_configs(
+    models: Sequence[ModelConfig],
+    gateway: GatewayConfig,
+    *,
+    endpoint_names: Mapping[str, str] | None = None,
+) -> tuple[RouteTable, ConsumerTable]:
+    """Both tables from the configs alone: ``gateway.routes`` (or one route per model),
+    each backend's endpoint named by ``endpoint_names`` (model config name → endpoint name;
+    default: the model config name, as ``make local``'s emulator serves them), consumers
+    keyed by name."""
+    by_name = {m.name: m for m in models}
+    names = endpoint_names or {}
+    routes = [
+        route(
+            config.model,
+            [
+                BackendTarget(by_name[b.model], names.get(b.model, b.model), b.weight)
+                for b in config.backends
+            ],
+            config,
+        )
+        for config in gateway.effective_routes(list(by_name))
+    ]
+    return (
+        route_table(routes, gateway.fallback),
+        consumer_table(gateway.tiers, gateway.consumers),
+    )
+
+
+def _fields(source: RoutePolicy | Cooldown | TokenQuota, shape: type[object]) -> dict[str, object]:
+    """The values of ``shape``'s fields (a contract base class) taken from ``source``."""
+    fields = getattr(shape, "model_fields")  # noqa: B009 (a pydantic class attribute)
+    return {name: getattr(source, name) for name in fields}
