@@ -1,0 +1,103 @@
+"""The construct library and the gateway runtime share one wire contract
+(``lambda/llm_gateway/contract.py``). These tests prove the construction: the environment the
+synthesized function receives is parsed by the runtime's own ``Settings`` into exactly the
+tables the construct built, names no variable the contract does not declare, and the dashboard
+charts only metrics the contract declares."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Template
+
+from llm_gateway import contract
+from llm_gateway.settings import Settings
+from llm_serving.config import load_gateway_config, load_model_configs
+from llm_serving.gateway_tables import tables_from_configs
+from stacks import BuiltApp
+from tests.conftest import CONFIG_DIR
+
+# The Lambda Web Adapter's own variables (awslabs/aws-lambda-web-adapter README).
+ADAPTER_ENV = {
+    "AWS_LAMBDA_EXEC_WRAPPER",
+    "AWS_LWA_INVOKE_MODE",
+    "AWS_LWA_PORT",
+    "AWS_LWA_READINESS_CHECK_PATH",
+}
+CONTRACT_ENV = {value for name, value in vars(contract).items() if name.endswith("_ENV")}
+
+
+@pytest.fixture(scope="module")
+def built(default_app: Any) -> BuiltApp:
+    _, app = default_app
+    assert isinstance(app, BuiltApp)
+    return app
+
+
+def _resolved_environment(built: BuiltApp) -> tuple[dict[str, str], dict[str, str]]:
+    """The function's environment with each API key id replaced by a stand-in, and
+    consumer name → stand-in id."""
+    assert built.gateway is not None
+    template = Template.from_stack(built.gateway)
+    (function,) = template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "run.sh"}}
+    ).values()
+    keys = built.gateway.gateway.api_keys
+    logical = {
+        built.gateway.get_logical_id(key.node.default_child): name  # type: ignore[arg-type]
+        for name, key in keys.items()
+    }
+    stand_in = {name: f"key{i:07d}" for i, name in enumerate(sorted(keys))}
+    env: dict[str, str] = {}
+    for name, value in function["Properties"]["Environment"]["Variables"].items():
+        if isinstance(value, dict) and "Ref" in value:  # the quota table's name
+            value = "quota-table"
+        elif isinstance(value, dict):  # Fn::Join over the API key ids
+            separator, parts = value["Fn::Join"]
+            value = separator.join(
+                p if isinstance(p, str) else stand_in[logical[p["Ref"]]] for p in parts
+            )
+        env[name] = value
+    return env, stand_in
+
+
+def test_the_function_environment_is_the_contract(built: BuiltApp) -> None:
+    env, stand_in = _resolved_environment(built)
+    assert set(env) - ADAPTER_ENV <= CONTRACT_ENV, "a variable the runtime does not declare"
+    assert CONTRACT_ENV - set(env) == {contract.LOCAL_CONSUMER_ENV}, "a contract variable unset"
+    settings = Settings.from_env(env)
+    assert built.gateway is not None
+    gateway = built.gateway.gateway
+    assert settings.routes == gateway.route_table
+    assert settings.consumers == gateway.consumer_table(key_ids=stand_in)
+    assert env[contract.ROUTES_ENV] == gateway.route_table.model_dump_json()
+    assert env[contract.METRIC_NAMESPACE_ENV] == contract.METRIC_NAMESPACE
+
+
+def test_the_pure_tables_equal_the_constructs_but_for_endpoint_names(built: BuiltApp) -> None:
+    """``make local`` builds the tables from the configs alone; given the endpoints' names it
+    builds exactly what the construct deploys."""
+    assert built.gateway is not None
+    gateway = built.gateway.gateway
+    names = {name: stack.endpoint.endpoint_name for name, stack in built.models.items()}
+    routes, consumers = tables_from_configs(
+        load_model_configs(CONFIG_DIR), load_gateway_config(CONFIG_DIR), endpoint_names=names
+    )
+    assert routes == gateway.route_table
+    assert consumers == gateway.consumer_table()
+
+
+def test_the_dashboard_charts_only_contract_metrics(built: BuiltApp) -> None:
+    assert built.gateway is not None
+    template = Template.from_stack(built.gateway)
+    (dashboard,) = template.find_resources("AWS::CloudWatch::Dashboard").values()
+    body = "".join(
+        p for p in dashboard["Properties"]["DashboardBody"]["Fn::Join"][1] if isinstance(p, str)
+    )
+    namespace = json.dumps(contract.METRIC_NAMESPACE)
+    charted = set(re.findall(rf'\[{re.escape(namespace)},"(\w+)"', body))
+    charted |= set(re.findall(r'MetricName=\\"(\w+)\\"', body))  # the errors SEARCH
+    assert charted == {str(m) for m in contract.Metric} - {"Duration"}, charted
