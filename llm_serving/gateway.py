@@ -254,12 +254,12 @@ class StreamingGateway(Construct):
     15-minute timeout; both require an API key (``x-api-key``). API Gateway checks the request
     body's basic shape and answers its own errors in OpenAI's ``{"error": {...}}`` format.
 
-    ``routes`` maps each model alias clients send as ``model`` to the endpoints that serve it
-    (:class:`GatewayRoute`: fallback order, canary weights, first-token deadline, attempts);
-    the construct writes that table and ``config.fallback`` into ``LLM_GATEWAY_ROUTES`` and
-    grants the function ``InvokeEndpoint`` and ``InvokeEndpointWithResponseStream`` on
-    exactly those endpoints. (``config.routes`` names model configs and is not read here: the
-    app resolves it with :func:`routes_from_config`.)
+    The routes map each model alias clients send as ``model`` to the endpoints that serve it
+    (fallback order, canary weights, first-token deadline, attempts), said once: either
+    ``endpoints`` with ``config.routes`` (or one route per endpoint), or explicit ``routes``
+    (:class:`GatewayRoute`). The construct writes that table and ``config.fallback`` into
+    ``LLM_GATEWAY_ROUTES`` and grants the function ``sagemaker:InvokeEndpoint`` on exactly
+    those endpoints.
 
     Consumers and tiers (``config.tiers``, ``config.consumers``; more with
     :meth:`add_consumer`): one usage plan per tier (throttle, and a daily or monthly request
@@ -296,11 +296,24 @@ class StreamingGateway(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        routes: RoutesArg,
         config: GatewayConfig,
         stage: Stage,
+        endpoints: Mapping[str, LlmEndpoint] | None = None,
+        routes: RoutesArg | None = None,
     ) -> None:
+        """
+        :param config: the gateway config (``gateway.yaml``): tiers, consumers, limits,
+            function and API settings, fallback cooldown, observability, and its ``routes``.
+        :param stage: data lifetimes (``dev``/``prod``), as for every construct here.
+        :param endpoints: model config name → endpoint. The routes are then ``config.routes``
+            (their backends name model configs) or, when it is unset, one route per endpoint
+            named after it.
+        :param routes: instead of ``endpoints``, the routes themselves (alias →
+            :class:`GatewayRoute` or endpoints in fallback order); ``config.routes`` must then
+            be unset. Give exactly one of ``endpoints`` and ``routes``.
+        """
         super().__init__(scope, construct_id)
+        routes = _one_route_source(config, endpoints, routes)
         self.node.set_context(_ORDER_INSENSITIVE_KEYS, True)
         self.config = config
         self.metric_namespace: str = METRIC_NAMESPACE
@@ -654,6 +667,28 @@ class StreamingGateway(Construct):
         """The table ``LLM_GATEWAY_CONSUMERS`` holds, keyed by ``key_ids`` (consumer name →
         API key id; default: the consumer names, for local runs without API Gateway)."""
         return consumer_table(self.config.tiers, list(self.consumers.values()), key_ids=key_ids)
+
+
+def _one_route_source(
+    config: GatewayConfig,
+    endpoints: Mapping[str, LlmEndpoint] | None,
+    routes: RoutesArg | None,
+) -> RoutesArg:
+    """The routes, said once: from ``endpoints`` (with ``config.routes``) or ``routes``."""
+    if (endpoints is None) == (routes is None):
+        raise ValueError(
+            "StreamingGateway: give exactly one of endpoints= (routes from config.routes, or "
+            "one per endpoint) and routes= (explicit routes)"
+        )
+    if routes is not None:
+        if config.routes is not None:
+            raise ValueError(
+                "StreamingGateway: routes= and config.routes both say what to route; fix: pass "
+                "endpoints= to use config.routes, or leave config.routes unset"
+            )
+        return routes
+    assert endpoints is not None
+    return routes_from_config(config, endpoints)
 
 
 def _typed_routes(routes: RoutesArg) -> dict[str, GatewayRoute]:

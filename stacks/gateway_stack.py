@@ -11,7 +11,7 @@ from constructs import Construct
 from llm_serving.config.gateway import GatewayConfig, pascal_case
 from llm_serving.dashboard import InferenceDashboard
 from llm_serving.endpoint import LlmEndpoint
-from llm_serving.gateway import StreamingGateway, routes_from_config
+from llm_serving.gateway import StreamingGateway
 from llm_serving.stage import Stage
 
 
@@ -46,7 +46,7 @@ class GatewayStack(Stack):
         self.gateway = StreamingGateway(
             self,
             "Gateway",
-            routes=routes_from_config(config, endpoints),
+            endpoints=endpoints,
             config=config,
             stage=stage,
         )

@@ -21,7 +21,6 @@ from llm_serving import (
     ModelArtifacts,
     Stage,
     StreamingGateway,
-    routes_from_config,
 )
 from llm_serving.config import image_spec, load_gateway_config, load_model_configs
 
@@ -110,7 +109,7 @@ def build_external_app(config_dir: Path, outdir: Path) -> None:
     gateway = StreamingGateway(
         api,
         "Gateway",
-        routes=routes_from_config(gateway_config, endpoints),
+        endpoints=endpoints,
         config=gateway_config,
         stage=stage,
     )

@@ -994,3 +994,22 @@ def test_layer_arn_override() -> None:
 def test_region_must_be_concrete() -> None:
     with pytest.raises(ValueError, match="needs a concrete region"):
         _gateway(region=None)
+
+
+def test_routes_are_said_once() -> None:
+    """Either endpoints= (routes from config.routes) or routes=, never both, never neither."""
+    existing = _new_gateway()
+    endpoint = existing.routes[LLAMA].backends[0].endpoint
+    stack = Stack.of(existing)
+    with pytest.raises(ValueError, match=r"exactly one of endpoints= .* and routes="):
+        StreamingGateway(stack, "Neither", config=GatewayConfig(), stage=Stage.DEV)
+    with pytest.raises(ValueError, match="exactly one of endpoints="):
+        StreamingGateway(
+            stack, "Both", config=GatewayConfig(), stage=Stage.DEV,
+            endpoints={LLAMA: endpoint}, routes={LLAMA: [endpoint]},
+        )  # fmt: skip
+    routed = GatewayConfig.model_validate(
+        {"routes": [{"model": "x", "backends": [{"model": LLAMA}]}]}
+    )
+    with pytest.raises(ValueError, match=r"routes= and config\.routes both say what to route"):
+        StreamingGateway(stack, "Twice", config=routed, stage=Stage.DEV, routes={LLAMA: [endpoint]})
