@@ -14,7 +14,8 @@ from llm_serving.artifacts import ModelArtifacts
 from llm_serving.bundling import BundlingError, GatewayLocalBundler, gateway_code
 from llm_serving.dashboard import InferenceDashboard
 from llm_serving.endpoint import LlmEndpoint
-from llm_serving.gateway import GatewayRoute, RouteBackend, StreamingGateway, routes_from_config
+from llm_serving.gateway import StreamingGateway
+from llm_serving.gateway_routes import GatewayRoute, RouteBackend, routes_from_config
 from llm_serving.lmi_package import LmiModelPackage
 from llm_serving.quota_table import QuotaTable
 from llm_serving.stage import Stage, StagePolicy

@@ -2,7 +2,7 @@
 SageMaker endpoints, notifying one KMS-encrypted SNS topic.
 
 The gateway's own metrics follow its runtime's contract (``lambda/llm_gateway/telemetry.py``):
-namespace :data:`~llm_serving.gateway.METRIC_NAMESPACE`, the ``service`` dimension set to
+namespace :data:`~llm_gateway.contract.METRIC_NAMESPACE`, the ``service`` dimension set to
 :attr:`StreamingGateway.service_name` (the gateway stack's name), and the dimension sets
 ``{service, route}`` and ``{service, route, backend}`` for the request metrics and
 ``{service, route, kind}`` for ``Errors``.
@@ -25,7 +25,8 @@ from constructs import Construct
 from llm_gateway.contract import REQUEST_METRICS, ROUTE_ONLY_METRICS, Metric
 from llm_serving.config.gateway import ObservabilityConfig
 from llm_serving.endpoint import LlmEndpoint
-from llm_serving.gateway import GatewayRoute, StreamingGateway
+from llm_serving.gateway import StreamingGateway
+from llm_serving.gateway_routes import GatewayRoute
 from llm_serving.stage import Stage, StagePolicy
 
 GRAPH_PERIOD = Duration.minutes(1)

@@ -21,7 +21,7 @@ from aws_cdk.assertions import Template
 from llm_serving import InferenceDashboard, LlmEndpoint, ModelArtifacts, Stage, StreamingGateway
 from llm_serving.config import ConfigError, GatewayConfig, ModelConfig, load_gateway_config
 from llm_serving.config.gateway import ObservabilityConfig
-from llm_serving.gateway import GatewayRoute, RouteBackend
+from llm_serving.gateway_routes import GatewayRoute, RouteBackend
 from stacks import BuiltApp
 from tests.conftest import CONFIG_DIR, build_default, make_app, variant
 

@@ -25,14 +25,9 @@ from llm_serving import (
     StreamingGateway,
 )
 from llm_serving.config import ConfigError, GatewayConfig, ModelConfig
-from llm_serving.gateway import (
-    ACCESS_LOG_FIELDS,
-    ACCESS_LOG_FORMAT,
-    GATEWAY_RESPONSES,
-    RETENTION_BY_DAYS,
-    RoutesArg,
-    build_route_table,
-)
+from llm_serving.gateway import RETENTION_BY_DAYS
+from llm_serving.gateway_api import ACCESS_LOG_FIELDS, ACCESS_LOG_FORMAT, GATEWAY_RESPONSES
+from llm_serving.gateway_routes import RoutesArg, build_route_table
 from llm_serving.quota_table import ITEM_ACTIONS, KEY_ACTIONS
 from stacks import BuiltApp
 from tests.conftest import build_default, iam_statements, make_app, variant

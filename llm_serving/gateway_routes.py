@@ -1,0 +1,132 @@
+"""The gateway's routes as construct props: which endpoints serve a model alias, and how the
+construct turns them into the wire contract's routing table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pydantic import ConfigDict, Field
+
+from llm_gateway.contract import Cooldown, RoutePolicy, RouteTable
+from llm_serving import gateway_tables as tables
+from llm_serving.config.gateway import GatewayConfig
+from llm_serving.endpoint import LlmEndpoint
+from llm_serving.gateway_tables import BackendTarget
+
+
+@dataclass(frozen=True)
+class RouteBackend:
+    """One backend of a route: an endpoint and its optional canary weight (0–1000; the wire
+    contract's ``Backend`` checks it when the routing table is built)."""
+
+    endpoint: LlmEndpoint
+    weight: int | None = None
+
+
+class GatewayRoute(RoutePolicy):
+    """The endpoints that serve one model alias, in fallback order, and how they are tried
+    (:class:`~llm_gateway.contract.RoutePolicy`: ``first_byte_timeout_s``, ``max_attempts``,
+    ``sticky``).
+
+    The first attempt goes to a backend chosen by weight among the weighted ones (or to the
+    first backend when none has a weight); later attempts follow the listed order, at most
+    ``max_attempts`` in all, each failing if no first token arrives within
+    ``first_byte_timeout_s``. ``sticky`` fixes the weighted choice per consumer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    backends: tuple[RouteBackend, ...] = Field(min_length=1)
+
+    @classmethod
+    def to(cls, *endpoints: LlmEndpoint) -> GatewayRoute:
+        """Unweighted backends, tried in this order; default deadline and attempts."""
+        return cls(backends=tuple(RouteBackend(endpoint) for endpoint in endpoints))
+
+
+RoutesArg = Mapping[str, GatewayRoute | Sequence[LlmEndpoint]]
+"""Model alias → a :class:`GatewayRoute`, or just its endpoints in fallback order."""
+
+
+def routes_from_config(
+    config: GatewayConfig, endpoints: Mapping[str, LlmEndpoint]
+) -> dict[str, GatewayRoute]:
+    """``config``'s routes (one per endpoint, named after it, when it has none) with model
+    config names resolved to ``endpoints`` (model config name → endpoint). Call
+    :meth:`GatewayConfig.check_models` first: a backend
+    that is not in ``endpoints`` is an error here."""
+    routes: dict[str, GatewayRoute] = {}
+    for route in config.effective_routes(list(endpoints)):
+        backends = []
+        for backend in route.backends:
+            if backend.model not in endpoints:
+                raise ValueError(
+                    f"route {route.model!r}: backend {backend.model!r} is not among the "
+                    f"endpoints {sorted(endpoints)}"
+                )
+            backends.append(RouteBackend(endpoints[backend.model], backend.weight))
+        policy = route.model_dump(include=set(RoutePolicy.model_fields))
+        routes[route.model] = GatewayRoute(backends=tuple(backends), **policy)
+    return routes
+
+
+def resolve_routes(
+    config: GatewayConfig,
+    endpoints: Mapping[str, LlmEndpoint] | None,
+    routes: RoutesArg | None,
+) -> RoutesArg:
+    """The routes, said once: from ``endpoints`` (with ``config.routes``) or ``routes``."""
+    if (endpoints is None) == (routes is None):
+        raise ValueError(
+            "StreamingGateway: give exactly one of endpoints= (routes from config.routes, or "
+            "one per endpoint) and routes= (explicit routes)"
+        )
+    if routes is not None:
+        if config.routes is not None:
+            raise ValueError(
+                "StreamingGateway: routes= and config.routes both say what to route; fix: pass "
+                "endpoints= to use config.routes, or leave config.routes unset"
+            )
+        return routes
+    assert endpoints is not None
+    return routes_from_config(config, endpoints)
+
+
+def typed_routes(routes: RoutesArg) -> dict[str, GatewayRoute]:
+    if not routes:
+        raise ValueError("StreamingGateway needs at least one route (model alias → endpoints)")
+    typed: dict[str, GatewayRoute] = {}
+    for alias, route in routes.items():
+        if isinstance(route, GatewayRoute):
+            typed[alias] = route
+        elif not route:
+            raise ValueError(f"route {alias!r} has no endpoints; give it at least one")
+        else:
+            typed[alias] = GatewayRoute.to(*route)
+    return typed
+
+
+def build_route_table(routes: RoutesArg, fallback: Cooldown | None = None) -> RouteTable:
+    """The table the function reads from ``LLM_GATEWAY_ROUTES`` (the contract's model), with
+    ``fallback``'s cooldown (default: the contract's)."""
+    return tables.route_table(
+        [
+            tables.route(
+                alias,
+                [BackendTarget(b.endpoint.config, b.endpoint.endpoint_name, b.weight)
+                 for b in gateway_route.backends],
+                gateway_route,
+            )
+            for alias, gateway_route in typed_routes(routes).items()
+        ],
+        fallback or Cooldown(),
+    )  # fmt: skip
+
+
+def unique_endpoints(routes: Mapping[str, GatewayRoute]) -> list[LlmEndpoint]:
+    unique: dict[str, LlmEndpoint] = {}
+    for route in routes.values():
+        for backend in route.backends:
+            unique.setdefault(backend.endpoint.node.path, backend.endpoint)
+    return list(unique.values())
