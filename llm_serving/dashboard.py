@@ -24,9 +24,9 @@ from constructs import Construct
 
 from llm_gateway.contract import REQUEST_METRICS, ROUTE_ONLY_METRICS, Metric
 from llm_serving.config.gateway import ObservabilityConfig
+from llm_serving.dashboard_widgets import build_dashboard
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.gateway import StreamingGateway
-from llm_serving.gateway_routes import GatewayRoute
 from llm_serving.stage import Stage, StagePolicy
 
 GRAPH_PERIOD = Duration.minutes(1)
@@ -35,23 +35,9 @@ ALARM_PERIOD = Duration.minutes(5)
 """Period of every alarm's statistic."""
 SUSTAINED_PERIODS = 3
 """Latency, rate and GPU memory alarms fire when all of this many periods breach (15 min)."""
-PERCENTILES = ("p50", "p90", "p99")
 ALARM_NAME_LIMIT = 255
 
 ERRORS_METRIC = Metric.ERRORS
-
-_WIDTH = 24  # CloudWatch's dashboard grid
-_HEIGHT = 6
-
-_TTFB_TEXT = (
-    "**Gateway TTFB** (`TimeToFirstByte`, streamed requests only) is measured by the gateway "
-    "function from the request reaching it to the first SSE chunk it writes: what the client "
-    "sees, minus the network and API Gateway. **Upstream TTFB** "
-    "(`UpstreamTimeToFirstByte`) runs from invoking the serving backend to its first token; "
-    "the gap between the two is the gateway's own time, including failed attempts before the "
-    "serving one (`Fallbacks`). SageMaker publishes no time-to-first-byte metric. "
-    "`OutputTokensPerSecond` is per request, from its first byte to its end."
-)
 
 
 def _construct_id(prefix: str, name: str) -> str:
@@ -145,7 +131,7 @@ class InferenceDashboard(Construct):
         self.dashboard_name = f"{stack.stack_name}-{stack.region}"
         self.dashboard_url = console_url(stack.region, self.dashboard_name)
         self.dashboard: cloudwatch.Dashboard | None = (
-            self._dashboard() if config.dashboard else None
+            build_dashboard(self) if config.dashboard else None
         )
 
     # --- Metrics ---------------------------------------------------------------------------
@@ -411,291 +397,6 @@ class InferenceDashboard(Construct):
                     f"always fire; fix: raise gpu_memory_percent above {share * 100:g} or "
                     "lower gpu_memory_utilization"
                 )
-
-    # --- Dashboard -------------------------------------------------------------------------
-
-    def _dashboard(self) -> cloudwatch.Dashboard:
-        dashboard = cloudwatch.Dashboard(
-            self,
-            "Dashboard",
-            dashboard_name=self.dashboard_name,
-            default_interval=Duration.hours(3),
-        )
-        dashboard.add_widgets(
-            cloudwatch.TextWidget(
-                markdown=(
-                    f"# LLM serving: {self.service_name}\n"
-                    f"Gateway metrics: namespace `{self.namespace}`, "
-                    f"`service` = `{self.service_name}`.\n\n{_TTFB_TEXT}"
-                ),
-                width=_WIDTH,
-                height=4,
-            )
-        )
-        dashboard.add_widgets(
-            cloudwatch.AlarmStatusWidget(
-                title="Alarms",
-                alarms=list(self.alarms.values()),
-                width=_WIDTH,
-                height=2 + (len(self.alarms) + 3) // 4,
-            )
-        )
-        for alias, route in self.gateway.routes.items():
-            for row in self._route_rows(alias, route):
-                dashboard.add_widgets(*row)
-        for endpoint in self.endpoints:
-            for row in self._endpoint_rows(endpoint):
-                dashboard.add_widgets(*row)
-        for row in self._front_door_rows():
-            dashboard.add_widgets(*row)
-        return dashboard
-
-    def _route_rows(self, alias: str, route: GatewayRoute) -> list[list[cloudwatch.IWidget]]:
-        backends = [b.endpoint.config.name for b in route.backends]
-        described = ", ".join(
-            f"`{b.endpoint.config.name}`"
-            + (f" (weight {b.weight})" if b.weight is not None else "")
-            for b in route.backends
-        )
-        header = cloudwatch.TextWidget(
-            markdown=(
-                f"## Route `{alias}`\nBackends in fallback order: {described}; first-byte "
-                f"deadline {route.first_byte_timeout_s:g} s, at most {route.max_attempts} "
-                "attempt(s)."
-            ),
-            width=_WIDTH,
-            height=2,
-        )
-
-        def percentiles(name: str, prefix: str) -> list[cloudwatch.IMetric]:
-            return [
-                self.metric_route(name, alias, statistic=stat, label=f"{prefix} {stat}")
-                for stat in PERCENTILES
-            ]
-
-        ttfb = self._graph(
-            f"{alias}: gateway TTFB (ms)",
-            percentiles(Metric.TIME_TO_FIRST_BYTE, "TTFB"),
-            annotation=(self.config.ttfb_p99_ms, "p99 alarm"),
-        )
-        upstream = self._graph(
-            f"{alias}: upstream TTFB (ms)",
-            percentiles(Metric.UPSTREAM_TIME_TO_FIRST_BYTE, "Upstream TTFB"),
-        )
-        throughput = self._graph(
-            f"{alias}: output tokens per second (per request)",
-            [
-                self.metric_route(
-                    Metric.OUTPUT_TOKENS_PER_SECOND, alias, statistic=stat, label=stat
-                )
-                for stat in ("p10", "p50", "p90")
-            ],
-        )
-        requests = self._graph(
-            f"{alias}: requests, fallbacks, quota rejections",
-            [
-                self.metric_route(Metric.REQUESTS, alias, label="Requests"),
-                self.metric_route(Metric.FALLBACKS, alias, label="Fallbacks (failed attempts)"),
-                self.metric_route(Metric.QUOTA_REJECTIONS, alias, label="Quota rejections"),
-            ],
-        )
-        errors = self._graph(f"{alias}: errors by kind", [self.errors_by_kind(alias)])
-        tokens = self._graph(
-            f"{alias}: tokens",
-            [
-                self.metric_route(Metric.INPUT_TOKENS, alias, label="Input tokens"),
-                self.metric_route(Metric.OUTPUT_TOKENS, alias, label="Output tokens"),
-            ],
-        )
-        rows: list[list[cloudwatch.IWidget]] = [
-            [header],
-            [ttfb, upstream, throughput],
-            [requests, errors, tokens],
-        ]
-        if len(backends) > 1:
-
-            def by_backend(name: str, statistic: str) -> list[cloudwatch.IMetric]:
-                return [
-                    self.metric_backend(name, alias, backend, statistic=statistic, label=backend)
-                    for backend in backends
-                ]
-
-            rows.append(
-                [
-                    self._graph(
-                        f"{alias}: requests by backend", by_backend(Metric.REQUESTS, "Sum")
-                    ),
-                    self._graph(
-                        f"{alias}: upstream TTFB p90 by backend (ms)",
-                        by_backend(Metric.UPSTREAM_TIME_TO_FIRST_BYTE, "p90"),
-                    ),
-                    self._graph(
-                        f"{alias}: output tokens per second p50 by backend",
-                        by_backend(Metric.OUTPUT_TOKENS_PER_SECOND, "p50"),
-                    ),
-                ]
-            )
-        return rows
-
-    def _endpoint_rows(self, endpoint: LlmEndpoint) -> list[list[cloudwatch.IWidget]]:
-        name = endpoint.config.name
-        gpus = endpoint.gpus
-        header = cloudwatch.TextWidget(
-            markdown=(
-                f"## Endpoint `{name}`\n`{endpoint.endpoint_name}` on "
-                f"{endpoint.config.instance.type} ({gpus.count} × {gpus.gpu}). GPU metrics read "
-                f"0–100 × GPU count and are divided by {gpus.count} here; CPU reads 0–100 × "
-                "vCPUs; latencies are published in µs and shown in ms."
-            ),
-            width=_WIDTH,
-            height=2,
-        )
-        percent_axis = cloudwatch.YAxisProps(min=0, max=100, label="%", show_units=False)
-        width = _WIDTH // 4
-        gpu = self._graph(
-            f"{name}: GPU utilization (% of all GPUs)",
-            [endpoint.metric_gpu_utilization()],
-            left_y_axis=percent_axis,
-            width=width,
-        )
-        gpu_memory = self._graph(
-            f"{name}: GPU memory (% of all GPUs)",
-            [endpoint.metric_gpu_memory_utilization()],
-            left_y_axis=percent_axis,
-            annotation=(self.config.gpu_memory_percent, "alarm"),
-            width=width,
-        )
-        host = self._graph(
-            f"{name}: CPU (0–100 × vCPUs), memory and disk (%)",
-            [
-                endpoint.metric_cpu_utilization(),
-                endpoint.metric_memory_utilization(),
-                endpoint.metric_disk_utilization(),
-            ],
-            width=width,
-        )
-        invocations = cloudwatch.GraphWidget(
-            title=f"{name}: invocations and 4xx/5xx rates",
-            left=[endpoint.metric_invocations().with_(label="Invocations")],
-            right=[
-                endpoint.metric_4xx_rate().with_(label="4xx rate"),
-                endpoint.metric_5xx_rate().with_(label="5xx rate"),
-            ],
-            right_y_axis=cloudwatch.YAxisProps(min=0, max=1, label="rate", show_units=False),
-            right_annotations=[
-                cloudwatch.HorizontalAnnotation(
-                    value=self.config.endpoint_5xx_rate, label="5xx alarm"
-                )
-            ],
-            width=width,
-            height=_HEIGHT,
-        )
-        latency = self._graph(
-            f"{name}: model latency (ms)",
-            [
-                *(endpoint.metric_latency_ms(statistic=stat) for stat in PERCENTILES),
-                endpoint.metric_latency_ms("OverheadLatency", statistic="p90"),
-            ],
-            width=_WIDTH // 2,
-        )
-        concurrency = self._graph(
-            f"{name}: concurrent requests per model (max)",
-            [endpoint.metric_concurrent_requests().with_(label="Concurrent requests")],
-            annotation=(
-                endpoint.config.scaling.target_concurrent_requests_per_model,
-                "autoscaling target",
-            ),
-            width=_WIDTH // 2,
-        )
-        return [[header], [gpu, gpu_memory, host, invocations], [latency, concurrency]]
-
-    def _front_door_rows(self) -> list[list[cloudwatch.IWidget]]:
-        api = self.gateway.api
-        function = self.gateway.function
-        header = cloudwatch.TextWidget(
-            markdown=(
-                "## API Gateway and the gateway function\nAPI Gateway counts every request, "
-                "including those it answers itself (missing keys, throttling, usage-plan "
-                "quotas)."
-            ),
-            width=_WIDTH,
-            height=2,
-        )
-        width = _WIDTH // 3
-        api_requests = self._graph(
-            "API requests", [api.metric_count(statistic="Sum", label="Requests")], width=width
-        )
-        api_errors = self._graph(
-            "API 4XX and 5XX",
-            [api.metric_client_error(label="4XX"), api.metric_server_error(label="5XX")],
-            width=width,
-        )
-        api_latency = self._graph(
-            "API latency and integration latency (ms)",
-            [
-                *(
-                    api.metric_latency(statistic=stat, label=f"Latency {stat}")
-                    for stat in ("p50", "p99")
-                ),
-                *(
-                    api.metric_integration_latency(statistic=stat, label=f"Integration {stat}")
-                    for stat in ("p50", "p99")
-                ),
-            ],
-            width=width,
-        )
-        width = _WIDTH // 4
-        duration = self._graph(
-            "Function duration (ms)",
-            [
-                function.metric_duration(statistic=stat, label=stat)
-                for stat in ("p50", "p99", "Maximum")
-            ],
-            width=width,
-        )
-        errors = self._graph(
-            "Function errors and throttles",
-            [function.metric_errors(label="Errors"), function.metric_throttles(label="Throttles")],
-            annotation=(self.config.lambda_errors, "errors alarm (per 5 min)"),
-            width=width,
-        )
-        concurrency = self._graph(
-            "Function concurrent executions",
-            [function.metric("ConcurrentExecutions", statistic="Maximum", label="Maximum")],
-            width=width,
-        )
-        invocations = self._graph(
-            "Function invocations",
-            [function.metric_invocations(label="Invocations")],
-            width=width,
-        )
-        return [
-            [header],
-            [api_requests, api_errors, api_latency],
-            [duration, errors, concurrency, invocations],
-        ]
-
-    @staticmethod
-    def _graph(
-        title: str,
-        metrics: Sequence[cloudwatch.IMetric],
-        *,
-        annotation: tuple[float, str] | None = None,
-        left_y_axis: cloudwatch.YAxisProps | None = None,
-        width: int = _WIDTH // 3,
-    ) -> cloudwatch.GraphWidget:
-        return cloudwatch.GraphWidget(
-            title=title,
-            left=list(metrics),
-            left_y_axis=left_y_axis,
-            left_annotations=(
-                [cloudwatch.HorizontalAnnotation(value=annotation[0], label=annotation[1])]
-                if annotation is not None
-                else None
-            ),
-            width=width,
-            height=_HEIGHT,
-        )
 
 
 def _unique(endpoints: Sequence[LlmEndpoint]) -> list[LlmEndpoint]:
