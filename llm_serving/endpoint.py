@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from typing import Literal
-
 from aws_cdk import CfnResource, Duration, Names, SecretValue, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -30,16 +27,18 @@ from llm_serving.config.schema import (
     S3Weights,
 )
 from llm_serving.container_env import container_env
+from llm_serving.endpoint_metrics import (
+    ENDPOINT_HOST_NAMESPACE,
+    SAGEMAKER_NAMESPACE,
+    VARIANT_NAME,
+    EndpointMetrics,
+)
 from llm_serving.image_uri import image_uri, repository_arn
 from llm_serving.lmi_package import LmiModelPackage
 from llm_serving.stage import Stage, StagePolicy
 
-VARIANT_NAME = "AllTraffic"
-SAGEMAKER_NAMESPACE = "AWS/SageMaker"
-ENDPOINT_HOST_NAMESPACE = "/aws/sagemaker/Endpoints"
 
-
-class LlmEndpoint(Construct):
+class LlmEndpoint(EndpointMetrics, Construct):
     """A SageMaker model, endpoint config and endpoint serving one LLM on GPUs.
 
     Builds a least-privilege execution role, the endpoint's log group, a 5xx-rate alarm that
@@ -81,6 +80,7 @@ class LlmEndpoint(Construct):
             raise ValueError(exc.located(config.name)) from None
         self.fit = self.plan.fit
         self.gpus: InstanceGpus = self.fit.gpus
+        self.gpu_count = self.gpus.count
         self.image = self.plan.image
         self.serving_properties: str | None = None
         """The rendered serving.properties (LMI models only)."""
@@ -422,114 +422,6 @@ class LlmEndpoint(Construct):
         also in botocore's sagemaker-runtime service model)."""
         return iam.Grant.add_to_principal(
             grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
-        )
-
-    def _metric(
-        self,
-        namespace: str,
-        name: str,
-        statistic: str,
-        period: Duration | None,
-        label: str | None = None,
-    ) -> cloudwatch.Metric:
-        return cloudwatch.Metric(
-            namespace=namespace,
-            metric_name=name,
-            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME},
-            statistic=statistic,
-            period=period or Duration.minutes(1),
-            label=label,
-        )
-
-    def metric_invocations(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        return self._metric(SAGEMAKER_NAMESPACE, "Invocations", "Sum", period)
-
-    def metric_5xx_rate(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Fraction of invocations that failed with 5xx (each request reports 0 or 1)."""
-        return self._metric(SAGEMAKER_NAMESPACE, "Invocation5XXErrors", "Average", period)
-
-    def metric_4xx_rate(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        return self._metric(SAGEMAKER_NAMESPACE, "Invocation4XXErrors", "Average", period)
-
-    def metric_concurrent_requests(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        return self._metric(SAGEMAKER_NAMESPACE, "ConcurrentRequestsPerModel", "Maximum", period)
-
-    def metric_model_latency_ms(
-        self, *, statistic: str = "p90", period: Duration | None = None
-    ) -> cloudwatch.MathExpression:
-        """ModelLatency is published in microseconds; this charts milliseconds."""
-        raw = self._metric(SAGEMAKER_NAMESPACE, "ModelLatency", statistic, period)
-        return cloudwatch.MathExpression(
-            expression="latency / 1000",
-            using_metrics={"latency": raw},
-            label=f"Model latency {statistic} (ms)",
-            period=period or Duration.minutes(1),
-        )
-
-    def _per_gpu_percent(
-        self, name: str, label: str, period: Duration | None
-    ) -> cloudwatch.MathExpression:
-        raw = self._metric(ENDPOINT_HOST_NAMESPACE, name, "Average", period)
-        return cloudwatch.MathExpression(
-            expression=f"raw / {self.gpus.count}",
-            using_metrics={"raw": raw},
-            label=label,
-            period=period or Duration.minutes(1),
-        )
-
-    def metric_gpu_utilization(
-        self, *, period: Duration | None = None
-    ) -> cloudwatch.MathExpression:
-        """GPUUtilization reads 0–100 × GPU count; divided here to 0–100 %."""
-        return self._per_gpu_percent("GPUUtilization", "GPU utilization (%)", period)
-
-    def metric_gpu_memory_utilization(
-        self, *, period: Duration | None = None
-    ) -> cloudwatch.MathExpression:
-        """GPUMemoryUtilization reads 0–100 × GPU count; divided here to 0–100 %."""
-        return self._per_gpu_percent("GPUMemoryUtilization", "GPU memory (%)", period)
-
-    def metric_latency_ms(
-        self,
-        metric_name: Literal["ModelLatency", "OverheadLatency"] = "ModelLatency",
-        *,
-        statistic: str = "p90",
-        period: Duration | None = None,
-    ) -> cloudwatch.MathExpression:
-        """``ModelLatency`` (time in the container) or ``OverheadLatency`` (SageMaker's own),
-        published in microseconds, as milliseconds. The raw metric's id names the metric and
-        the statistic, so several of these can share one graph or alarm."""
-        stat_id = re.sub(r"[^a-z0-9]", "_", statistic.lower())
-        raw_id = f"{metric_name.lower()}_{stat_id}"
-        raw = self._metric(SAGEMAKER_NAMESPACE, metric_name, statistic, period)
-        return cloudwatch.MathExpression(
-            expression=f"{raw_id} / 1000",
-            using_metrics={raw_id: raw},
-            label=f"{metric_name.removesuffix('Latency')} latency {statistic} (ms)",
-            period=period or Duration.minutes(1),
-        )
-
-    def metric_cpu_utilization(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """CPUUtilization reads 0–100 × vCPU count (the catalog has no vCPU counts, so it is
-        not normalized)."""
-        return self._metric(
-            ENDPOINT_HOST_NAMESPACE,
-            "CPUUtilization",
-            "Average",
-            period,
-            label="CPU (0–100 × vCPUs)",
-        )
-
-    def metric_memory_utilization(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Host memory in use, 0–100 %."""
-        return self._metric(
-            ENDPOINT_HOST_NAMESPACE, "MemoryUtilization", "Average", period, label="Memory (%)"
-        )
-
-    def metric_disk_utilization(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Disk space in use, 0–100 %."""
-        return self._metric(
-            ENDPOINT_HOST_NAMESPACE, "DiskUtilization", "Average", period, label="Disk (%)"
         )
 
 

@@ -383,8 +383,8 @@ def test_gpu_metrics_are_normalized_by_gpu_count(
             "EndpointName": endpoint.endpoint_name,
             "VariantName": "AllTraffic",
         }
-    latency = endpoint.metric_model_latency_ms()
-    assert latency.expression == "latency / 1000"
+    latency = endpoint.metric_latency_ms()
+    assert latency.expression == "modellatency_p90 / 1000"
 
 
 def test_region_agnostic_stack_maps_registry_account_at_deploy_time() -> None:
