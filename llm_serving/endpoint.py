@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnResource, Duration, Names, SecretValue, Stack
+from aws_cdk import Duration, Names, SecretValue, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from llm_serving._nag import (
     acknowledge,
     nag_resource,
-    skip_cdk_provider_function_checks,
     skip_checkov,
 )
 from llm_serving.artifacts import ModelArtifacts
@@ -27,6 +25,7 @@ from llm_serving.config.schema import (
     S3Weights,
 )
 from llm_serving.container_env import container_env
+from llm_serving.endpoint_logs import endpoint_log_group
 from llm_serving.endpoint_metrics import (
     ENDPOINT_HOST_NAMESPACE,
     SAGEMAKER_NAMESPACE,
@@ -97,8 +96,9 @@ class LlmEndpoint(EndpointMetrics, Construct):
             service="sagemaker", resource="endpoint", resource_name=self.endpoint_name.lower()
         )
 
-        self.log_group = self._log_group(StagePolicy.for_stage(stage))
-        _annotate_log_retention_provider(self)
+        self._log_retention, self.log_group = endpoint_log_group(
+            self, self.endpoint_name, StagePolicy.for_stage(stage)
+        )
         self.role = self._execution_role(artifacts)
         self.model = self._model(artifacts)
         self.endpoint_config = self._endpoint_config(artifacts)
@@ -109,28 +109,6 @@ class LlmEndpoint(EndpointMetrics, Construct):
         self.scaling_policy: appscaling.CfnScalingPolicy | None = None
         if config.scaling.enabled:
             self.scalable_target, self.scaling_policy = self._autoscaling()
-
-    # --- Logs ------------------------------------------------------------------------------
-
-    def _log_group(self, policy: StagePolicy) -> logs.ILogGroup:
-        """SageMaker writes to ``/aws/sagemaker/Endpoints/<endpoint name>``, a fixed name. A
-        CloudFormation ``AWS::Logs::LogGroup`` of that name retained in prod would survive
-        ``cdk destroy`` and make the next create of the stage fail ("already exists"). CDK's
-        ``LogRetention`` custom resource instead creates the group or adopts an existing one
-        (its handler ignores ``ResourceAlreadyExistsException``) and sets the retention; on
-        delete it removes the group only when its removal policy is destroy
-        (aws/aws-cdk ``packages/@aws-cdk/custom-resource-handlers/lib/aws-logs/
-        log-retention-handler/index.ts``). So prod logs outlive the stack and a re-created
-        stage adopts them."""
-        name = f"{ENDPOINT_HOST_NAMESPACE}/{self.endpoint_name}"
-        self._log_retention = logs.LogRetention(
-            self,
-            "LogRetention",
-            log_group_name=name,
-            retention=policy.log_retention,
-            removal_policy=policy.removal_policy,
-        )
-        return logs.LogGroup.from_log_group_name(self, "Logs", name)
 
     # --- IAM -------------------------------------------------------------------------------
 
@@ -176,7 +154,7 @@ class LlmEndpoint(EndpointMetrics, Construct):
             artifacts.grant_read_prefix(role, config.weights.prefix)
         acknowledge(
             role,
-            f"AwsSolutions-IAM5[Resource::{_nag_log_group_arn(self)}]",
+            f"AwsSolutions-IAM5[Resource::{nag_resource(self, self.log_group.log_group_arn)}]",
             "Only this endpoint's own log group; the trailing :* is how IAM names the log "
             "streams in it, which SageMaker creates per instance at run time.",
         )
@@ -423,56 +401,3 @@ class LlmEndpoint(EndpointMetrics, Construct):
         return iam.Grant.add_to_principal(
             grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
         )
-
-
-# The construct id CDK gives its singleton LogRetention provider in each stack
-# (aws-cdk-lib/aws-logs/lib/log-retention.ts).
-_LOG_RETENTION_PROVIDER_ID = "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8a"
-
-
-def _nag_log_group_arn(endpoint: LlmEndpoint) -> str:
-    """The endpoint log group's ARN as cdk-nag names it in a finding."""
-    return nag_resource(endpoint, endpoint.log_group.log_group_arn)
-
-
-def _annotate_log_retention_provider(endpoint: LlmEndpoint) -> None:
-    """Reasons for the findings on CDK's own LogRetention provider (one per stack): its role,
-    policy and function are CDK's code, not this project's."""
-    provider = Stack.of(endpoint).node.try_find_child(_LOG_RETENTION_PROVIDER_ID)
-    if provider is None:
-        return
-    function = provider.node.try_find_child("Resource")
-    if isinstance(function, CfnResource):
-        # Its DependsOn the role duplicates the GetAtt in Role (CDK's template).
-        function.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
-        skip_cdk_provider_function_checks(function, "LogRetention")
-    policy = provider.node.try_find_child("ServiceRole")
-    policy = policy.node.try_find_child("DefaultPolicy") if policy else None
-    if policy is not None:
-        skip_checkov(
-            policy,
-            "CKV_AWS_111",
-            "CDK's LogRetention provider policy: logs:PutRetentionPolicy/DeleteRetentionPolicy "
-            "have to name log groups created at deploy time; it acts only on this stack's "
-            "endpoint log group, only during deploys.",
-        )
-    acknowledge(
-        provider,
-        f"AwsSolutions-IAM5[Resource::{_nag_log_group_arn(endpoint)}]",
-        "logs:DeleteLogGroup (dev only, removal policy destroy) on exactly the endpoint's log "
-        "group; the trailing :* is part of a log group's ARN in IAM.",
-    )
-    acknowledge(
-        provider,
-        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-        "AWSLambdaBasicExecutionRole]",
-        "CDK's LogRetention provider function (CDK-owned) writes its own logs and creates the "
-        "endpoint's log group with this managed policy; it runs only on deploys of this stack.",
-    )
-    acknowledge(
-        provider,
-        "AwsSolutions-IAM5[Resource::*]",
-        "CDK's LogRetention provider grants itself logs:PutRetentionPolicy and "
-        "DeleteRetentionPolicy on *; it only acts on the log group named by this stack's "
-        "LogRetention resource (the endpoint's), and only during deploys.",
-    )
