@@ -9,9 +9,51 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from llm_gateway.contract import PromptTemplate, StreamFormat
 from llm_serving.config.amis import InferenceAmiVersion
+from llm_serving.config.base import Strict as _Strict
+from llm_serving.config.containers import (
+    LMI_MODEL_LOADING_TIMEOUT_S,
+    Container,
+    EngineArgValue,
+    LmiContainer,
+    TgiContainer,
+    VllmContainer,
+)
+from llm_serving.config.rollout import (
+    BlueGreenDeployment,
+    Deployment,
+    RollingDeployment,
+    Scaling,
+)
+
+__all__ = [
+    "BYTES_PER_PARAMETER",
+    "FORMATS_BY_FAMILY",
+    "LMI_MODEL_LOADING_TIMEOUT_S",
+    "Architecture",
+    "BlueGreenDeployment",
+    "Container",
+    "Deployment",
+    "Dtype",
+    "EndpointMetrics",
+    "EngineArgValue",
+    "GatewayOptions",
+    "HubWeights",
+    "Instance",
+    "License",
+    "LmiContainer",
+    "ModelConfig",
+    "RollingDeployment",
+    "S3Weights",
+    "Scaling",
+    "StreamFormat",
+    "TgiContainer",
+    "VllmContainer",
+    "Weights",
+]
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 
@@ -24,14 +66,7 @@ BYTES_PER_PARAMETER: dict[str, float] = {
     "int4": 0.5,
 }
 
-EngineArgValue = str | int | float | bool
-
 _NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
-_ENGINE_ARG_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Architecture(_Strict):
@@ -75,86 +110,6 @@ class S3Weights(_Strict):
 Weights = Annotated[HubWeights | S3Weights, Field(discriminator="source")]
 
 
-class _ContainerBase(_Strict):
-    image_version: str = Field(description="Version key into the pinned image catalog.")
-    tensor_parallel_degree: int = Field(1, ge=1, description="GPUs one model copy spans.")
-    max_model_len: int = Field(gt=0, description="Longest context (prompt + output) in tokens.")
-    gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=0.98, description="Fraction of each GPU the engine may use."
-    )
-
-
-class VllmContainer(_ContainerBase):
-    """AWS vLLM container: OpenAI-compatible server; every SM_VLLM_<FLAG> becomes --<flag>."""
-
-    family: Literal["vllm"] = Field(description="Selects the AWS vLLM container.")
-    reasoning_parser: str | None = Field(
-        None, description="vLLM --reasoning-parser, e.g. deepseek_r1 for reasoning_content."
-    )
-    max_num_seqs: int | None = Field(None, gt=0, description="Concurrent sequences per replica.")
-    engine_args: dict[Annotated[str, Field(pattern=_ENGINE_ARG_PATTERN)], EngineArgValue] = Field(
-        default_factory=dict, description="Further vLLM flags (kebab-case name → value)."
-    )
-
-
-LMI_MODEL_LOADING_TIMEOUT_S = 1800
-"""LMI's documented default ``option.model_loading_timeout`` (djl-serving
-``serving/docs/lmi/deployment_guide/configurations.md``). The LMI images set
-``MODEL_LOADING_TIMEOUT=1200`` in their environment (``serving/docker/lmi.Dockerfile``,
-v0.35.0), which ``PyEnv.getModelLoadingTimeout`` reads when the option is not set."""
-
-
-class LmiContainer(_ContainerBase):
-    """DJL Serving LMI container, configured by a rendered serving.properties."""
-
-    family: Literal["lmi"] = Field(description="Selects the DJL Serving LMI container.")
-    rolling_batch: Literal["vllm", "lmi-dist", "disable"] = Field(
-        "vllm",
-        description=(
-            "option.rolling_batch: the continuous-batching engine. lmi-dist was removed in "
-            "LMI 0.33 (v15) and is refused for those images."
-        ),
-    )
-    max_rolling_batch_size: int = Field(
-        32, gt=0, description="option.max_rolling_batch_size: concurrent sequences per replica."
-    )
-    model_loading_timeout_s: int = Field(
-        LMI_MODEL_LOADING_TIMEOUT_S,
-        ge=60,
-        le=3600,
-        description=(
-            "option.model_loading_timeout, in seconds: how long LMI waits for the model to "
-            "download and load. The default is LMI's documented 1800 (its images set 1200 by "
-            "environment, so it is always written). instance."
-            "container_startup_health_check_timeout_s must be at least this."
-        ),
-    )
-    options: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.]+$")], EngineArgValue] = Field(
-        default_factory=dict, description="Further serving.properties entries: option.<key>=value."
-    )
-
-
-class TgiContainer(_ContainerBase):
-    """Hugging Face TGI container."""
-
-    family: Literal["tgi"] = Field(description="Selects the Hugging Face TGI container.")
-    max_input_length: int = Field(
-        gt=0, description="MAX_INPUT_LENGTH: longest prompt in tokens; below max_model_len."
-    )
-
-    @model_validator(mode="after")
-    def _input_shorter_than_total(self) -> TgiContainer:
-        if self.max_input_length >= self.max_model_len:
-            raise ValueError(
-                f"max_input_length ({self.max_input_length}) must be below max_model_len "
-                f"({self.max_model_len}); lower max_input_length or raise max_model_len"
-            )
-        return self
-
-
-Container = Annotated[VllmContainer | LmiContainer | TgiContainer, Field(discriminator="family")]
-
-
 class Instance(_Strict):
     """The production variant's hardware and start-up budget."""
 
@@ -183,93 +138,6 @@ class Instance(_Strict):
         le=3600,
         description="Time allowed for the container to pass its first health check, in seconds.",
     )
-
-
-class Scaling(_Strict):
-    """Target tracking on SageMaker's high-resolution ConcurrentRequestsPerModel."""
-
-    enabled: bool = Field(
-        True,
-        description=(
-            "Register the variant with Application Auto Scaling. SageMaker refuses to change "
-            "the instance type of an autoscaled variant: deploy once with false (which "
-            "deregisters it), then change instance.type and set true again (README: Changing "
-            "the instance type)."
-        ),
-    )
-    min_instances: int = Field(1, ge=1, description="Fewest instances (endpoints cannot reach 0).")
-    max_instances: int = Field(1, ge=1, description="Most instances; at least min_instances.")
-    target_concurrent_requests_per_model: float = Field(
-        8, gt=0, description="Target of ConcurrentRequestsPerModel per instance."
-    )
-    scale_in_cooldown_s: int = Field(
-        900, ge=0, description="Seconds after a scale-in before the next one."
-    )
-    scale_out_cooldown_s: int = Field(
-        300, ge=0, description="Seconds after a scale-out before the next one."
-    )
-
-    @model_validator(mode="after")
-    def _bounds(self) -> Scaling:
-        if self.max_instances < self.min_instances:
-            raise ValueError(
-                f"max_instances ({self.max_instances}) is below min_instances "
-                f"({self.min_instances}); raise max_instances"
-            )
-        return self
-
-
-class _DeploymentBase(_Strict):
-    rollback_5xx_rate: float = Field(
-        0.05, gt=0, le=1, description="Invocation5XXErrors average that triggers auto-rollback."
-    )
-    rollback_alarm_periods: int = Field(3, ge=1, description="Consecutive 1-minute periods.")
-    max_execution_timeout_s: int = Field(
-        3600, ge=600, le=14400, description="Longest the whole deployment may take, in seconds."
-    )
-
-
-class RollingDeployment(_DeploymentBase):
-    """Replace instances in batches; needs no second fleet."""
-
-    strategy: Literal["rolling"] = Field(description="Selects a rolling deployment.")
-    batch_instances: int = Field(1, ge=1, description="Instances replaced per batch.")
-    wait_interval_s: int = Field(
-        300,
-        ge=0,
-        le=3600,
-        description="Seconds each batch bakes while the rollback alarm is watched.",
-    )
-
-
-class BlueGreenDeployment(_DeploymentBase):
-    """Stand up a full green fleet, shift traffic, bake, then retire blue (2× GPU quota)."""
-
-    strategy: Literal["blue_green"] = Field(description="Selects a blue/green deployment.")
-    traffic: Literal["all_at_once", "canary"] = Field(
-        "all_at_once", description="Shift all traffic at once, or a canary share first."
-    )
-    canary_percent: int = Field(
-        10,
-        ge=1,
-        le=50,
-        description="Percent of the green fleet's capacity that gets traffic first (canary).",
-    )
-    wait_interval_s: int = Field(
-        600,
-        ge=0,
-        le=3600,
-        description="Seconds each traffic shift bakes while the rollback alarm is watched.",
-    )
-    termination_wait_s: int = Field(
-        600,
-        ge=0,
-        le=3600,
-        description="Seconds the blue fleet is kept after all traffic has shifted.",
-    )
-
-
-Deployment = Annotated[RollingDeployment | BlueGreenDeployment, Field(discriminator="strategy")]
 
 
 class License(_Strict):
@@ -304,8 +172,6 @@ class License(_Strict):
         return self
 
 
-StreamFormat = Literal["openai", "lmi", "tgi"]
-
 # Which stream formats each container family can produce through /invocations.
 FORMATS_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "vllm": ("openai",),
@@ -325,7 +191,7 @@ class GatewayOptions(_Strict):
             "Defaults to the container family's first format (vllm/lmi: openai, tgi: tgi)."
         ),
     )
-    prompt_template: Literal["llama2"] | None = Field(
+    prompt_template: PromptTemplate | None = Field(
         None, description="Chat template the gateway applies for the lmi and tgi formats."
     )
     max_tokens_default: int = Field(
