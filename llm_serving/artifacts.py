@@ -22,6 +22,12 @@ class ModelArtifacts(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, stage: Stage) -> None:
+        """
+        :param scope: the parent construct.
+        :param construct_id: this construct's id.
+        :param stage: ``Stage.DEV`` (destroyed with the stack, buckets emptied first) or
+            ``Stage.PROD`` (key and buckets retained, key deletion window 30 days). Required.
+        """
         super().__init__(scope, construct_id)
         # Grant log delivery by bucket policy, not ACL, whatever the consuming app's feature
         # flags say: the buckets enforce bucket-owner object ownership (ACLs disabled).

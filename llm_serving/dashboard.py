@@ -110,6 +110,17 @@ class InferenceDashboard(Construct):
         config: ObservabilityConfig,
         stage: Stage,
     ) -> None:
+        """
+        :param scope: the parent construct.
+        :param construct_id: this construct's id.
+        :param gateway: the ``StreamingGateway`` whose routes, API and function are charted.
+            Required.
+        :param endpoints: the ``LlmEndpoint`` s behind it (each model once; repeats are
+            charted once). Required.
+        :param config: thresholds, alarm e-mail and whether to build the dashboard
+            (``ObservabilityConfig``; its defaults: ``ObservabilityConfig()``). Required.
+        :param stage: the alarm topic key's deletion window (7 days dev, 30 prod). Required.
+        """
         super().__init__(scope, construct_id)
         self._policy = StagePolicy.for_stage(stage)
         self.gateway = gateway

@@ -71,6 +71,16 @@ class LlmEndpoint(EndpointMetrics, Construct):
         artifacts: ModelArtifacts,
         stage: Stage,
     ) -> None:
+        """
+        :param scope: the parent construct.
+        :param construct_id: this construct's id (the endpoint's name derives from its path).
+        :param config: the model deployment (``ModelConfig``, e.g. from
+            ``load_model_config``); checked against every deploy rule first. Required.
+        :param artifacts: the ``ModelArtifacts`` holding S3 weights (``weights.source: s3``)
+            and their key. Required.
+        :param stage: ``Stage.DEV`` (logs kept 14 days, deleted with the stack) or
+            ``Stage.PROD`` (logs kept a year, left when the stack is deleted). Required.
+        """
         super().__init__(scope, construct_id)
         self.config = config
         try:

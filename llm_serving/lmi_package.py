@@ -70,6 +70,11 @@ class LmiModelPackage(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: ModelConfig) -> None:
+        """
+        :param scope: the parent construct.
+        :param construct_id: this construct's id.
+        :param config: an LMI-family ``ModelConfig`` (``TypeError`` otherwise). Required.
+        """
         super().__init__(scope, construct_id)
         self.serving_properties = render_serving_properties(config)
         staging = Path(tempfile.mkdtemp(prefix=f"lmi-{config.name}-"))

@@ -43,6 +43,12 @@ class QuotaTable(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, stage: Stage) -> None:
+        """
+        :param scope: the parent construct.
+        :param construct_id: this construct's id.
+        :param stage: ``Stage.DEV`` (table and key deleted with the stack) or ``Stage.PROD``
+            (both retained, deletion protection on). Required.
+        """
         super().__init__(scope, construct_id)
         policy = StagePolicy.for_stage(stage)
         self.key = policy.data_key(
