@@ -53,11 +53,6 @@ def token_counts(outcome: Outcome, prompt: int) -> tuple[int, int]:
     return usage.prompt_tokens or prompt, usage.completion_tokens
 
 
-def charged_tokens(outcome: Outcome, prompt: int) -> int:
-    """Tokens to settle: input plus output, as :func:`token_counts` counts them."""
-    return sum(token_counts(outcome, prompt))
-
-
 def _duration(seconds: float) -> str:
     """OpenAI's reset format: ``1h2m3s``, ``45s``."""
     total = max(0, math.ceil(seconds))

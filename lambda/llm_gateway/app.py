@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llm_gateway import admission
-from llm_gateway.errors import GatewayError, model_not_found
+from llm_gateway.errors import GatewayError, client_disconnected, internal_error, model_not_found
 from llm_gateway.identity import Caller, context_request_id, identify
 from llm_gateway.quota import QuotaExceeded, QuotaStore, QuotaUnavailable, Reservation
 from llm_gateway.request import ChatRequest, parse_chat_request
 from llm_gateway.routing import BackendHealth, attempt_order
-from llm_gateway.service import Outcome, aggregate, open_stream, sse_events
+from llm_gateway.service import OpenStream, Outcome, aggregate, open_stream, sse_events
 from llm_gateway.telemetry import RequestTelemetry
 
 if TYPE_CHECKING:
     from llm_gateway.routes import Backend
+    from llm_gateway.routes import Route as ModelRoute
     from llm_gateway.service import Invoker, OnEnd
     from llm_gateway.settings import Settings
 
@@ -43,11 +43,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise client_disconnected() from None
     return b"".join(chunks)
 
 
@@ -60,10 +63,14 @@ def _error_response(error: GatewayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, GatewayError):
-        await task
+async def _abandon(opening: asyncio.Task[OpenStream]) -> None:
+    """Stop opening a backend stream: cancel the attempt, or close the stream it has opened."""
+    opening.cancel()
+    try:
+        stream = await opening
+    except (asyncio.CancelledError, GatewayError):
+        return  # cancelled mid-attempt (service._attempt closes its upstream), or failed anyway
+    stream.upstream.close()
 
 
 class Gateway:
@@ -93,13 +100,41 @@ class Gateway:
             return None
         return identify(request.headers, table, self.settings.local_consumer)
 
-    async def _reserve(
-        self, caller: Caller | None, chat: ChatRequest, prompt: int, opening: asyncio.Task[Any]
-    ) -> Reservation | None:
-        """Reserve the request's tokens while the backend is already being opened."""
+    async def _open(
+        self,
+        chat: ChatRequest,
+        route: ModelRoute,
+        caller: Caller | None,
+        allowance: int | None,
+        failed: list[str],
+    ) -> OpenStream:
+        """Open the first backend of the route that answers (``failed`` collects the others)."""
+
+        def max_tokens(backend: Backend) -> int:
+            if chat.output_limit is not None:
+                return chat.output_limit
+            return min(allowance or backend.max_tokens_default, backend.max_tokens_default)
+
+        order = attempt_order(
+            route,
+            consumer=caller.consumer.name if caller else "",
+            rng=self.rng,
+            health=self.health,
+        )
+        return await open_stream(
+            chat,
+            order,
+            self.invoker,
+            max_tokens=max_tokens,
+            first_byte_timeout_s=route.first_byte_timeout_s,
+            health=self.health,
+            failed=failed,
+        )
+
+    async def _reserve(self, caller: Caller | None, amount: int) -> Reservation | None:
+        """Hold ``amount`` tokens for the caller, or raise the error the client sees."""
         if caller is None or self.quota is None:
             return None
-        amount = prompt + (admission.output_allowance(chat, caller.tier) or 0)
         try:
             return await asyncio.to_thread(
                 self.quota.reserve,
@@ -109,30 +144,35 @@ class Gateway:
                 amount=amount,
             )
         except QuotaExceeded as exc:
-            await _cancel(opening)
             raise admission.quota_error(exc) from None
         except QuotaUnavailable:
             logger.exception("quota store unavailable")
-            await _cancel(opening)
             raise admission.quota_unavailable() from None
+        except Exception:  # e.g. a request id another consumer has reserved (a ValueError)
+            logger.exception("reserving tokens for %s failed", caller.request_id)
+            raise internal_error() from None
+
+    async def _settle(self, reservation: Reservation | None, used: int) -> None:
+        """Charge ``used`` tokens instead of the reservation, whatever the outcome. A store
+        fault leaves the reservation charged in full (quota.py) and the response as it is."""
+        if reservation is None or self.quota is None:
+            return
+        try:
+            await asyncio.to_thread(self.quota.settle, reservation, used)
+        except QuotaUnavailable as exc:
+            logger.warning("settling %s failed: %s", reservation.request_id, exc)
 
     def _finisher(
         self, reservation: Reservation | None, prompt: int, telemetry: RequestTelemetry
     ) -> OnEnd:
         """What happens when the response ends: settle the tokens, then emit telemetry."""
-        quota = self.quota
 
         async def finish(outcome: Outcome) -> None:
             input_tokens, output_tokens = admission.token_counts(outcome, prompt)
-            used = input_tokens + output_tokens
             telemetry.input_tokens, telemetry.output_tokens = input_tokens, output_tokens
             if outcome.error is not None:
                 telemetry.fail(outcome.error.status, outcome.error.code)
-            if reservation is not None and quota is not None:
-                try:
-                    await asyncio.to_thread(quota.settle, reservation, used)
-                except QuotaUnavailable:
-                    logger.exception("settling %s failed", reservation.request_id)
+            await self._settle(reservation, input_tokens + output_tokens)
             telemetry.emit()
 
         return finish
@@ -159,44 +199,36 @@ class Gateway:
             raise model_not_found(chat.model)
         telemetry.route = route.model  # only configured aliases: a bounded dimension
         allowance = admission.output_allowance(chat, caller.tier if caller else None)
-
-        def max_tokens(backend: Backend) -> int:
-            if chat.output_limit is not None:
-                return chat.output_limit
-            return min(allowance or backend.max_tokens_default, backend.max_tokens_default)
-
-        order = attempt_order(
-            route,
-            consumer=caller.consumer.name if caller else "",
-            rng=self.rng,
-            health=self.health,
-        )
         failed: list[str] = []
-        opening = asyncio.create_task(
-            open_stream(
-                chat,
-                order,
-                self.invoker,
-                max_tokens=max_tokens,
-                first_byte_timeout_s=route.first_byte_timeout_s,
-                health=self.health,
-                failed=failed,
-            )
-        )
+        # The backend is opened while the tokens are reserved; every way out uses or stops it.
+        opening = asyncio.create_task(self._open(chat, route, caller, allowance, failed))
         prompt = admission.prompt_estimate(chat)
-        reservation = await self._reserve(caller, chat, prompt, opening)
+        try:
+            reservation = await self._reserve(caller, prompt + (allowance or 0))
+        except BaseException:
+            await _abandon(opening)
+            raise
         try:
             stream = await opening
         except GatewayError:
             telemetry.attempts = telemetry.fallbacks = len(failed)
-            if reservation is not None and self.quota is not None:
-                # Nothing reached the client: release the whole reservation.
-                await asyncio.to_thread(self.quota.settle, reservation, 0)
+            await self._settle(reservation, 0)  # nothing reached the client: release it all
             raise
         telemetry.backend = stream.backend.name
         telemetry.attempts = stream.attempts
         telemetry.fallbacks = len(failed)
         telemetry.upstream_ttfb_s = stream.upstream_ttfb_s
+        return await self._respond(chat, stream, reservation, prompt, telemetry)
+
+    async def _respond(
+        self,
+        chat: ChatRequest,
+        stream: OpenStream,
+        reservation: Reservation | None,
+        prompt: int,
+        telemetry: RequestTelemetry,
+    ) -> Response:
+        """Relay (or aggregate) the opened stream; its end settles the tokens and emits."""
         finish = self._finisher(reservation, prompt, telemetry)
         headers = {"x-llm-backend": stream.backend.name}
         if reservation is not None:
@@ -251,9 +283,7 @@ def create_app(
 
     async def unexpected_error(_: Request, exc: Exception) -> Response:
         logger.exception("unhandled error", exc_info=exc)
-        return _error_response(
-            GatewayError(500, "The gateway failed to process the request.", type="server_error")
-        )
+        return _error_response(internal_error())
 
     app = Starlette(
         routes=[

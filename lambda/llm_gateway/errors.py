@@ -58,3 +58,16 @@ def model_not_found(model: str) -> GatewayError:
         code="model_not_found",
         param="model",
     )
+
+
+def internal_error() -> GatewayError:
+    return GatewayError(500, "The gateway failed to process the request.", type="server_error")
+
+
+def client_disconnected() -> GatewayError:
+    """The client left before sending its whole request: never delivered, only logged (499 is
+    nginx's "client closed request")."""
+    return GatewayError(
+        499, "The client closed the connection before sending the whole request.",
+        code="client_disconnected",
+    )  # fmt: skip

@@ -7,6 +7,7 @@ import os
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
+from llm_gateway import telemetry
 from llm_gateway.app import create_app
 from llm_gateway.quota import QuotaStore
 from llm_gateway.settings import Settings
@@ -16,6 +17,10 @@ from llm_gateway.upstream import SageMakerInvoker
 _handler = logging.StreamHandler()
 _handler.setFormatter(LambdaPowertoolsFormatter())
 logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), handlers=[_handler])
+# The per-request line has its own handler (Powertools'), which keeps it off the root handlers
+# that exist when its Logger is created (aws_lambda_powertools/logging/logger.py,
+# Logger._init_logger: SuppressFilter); the one above comes later, so stop it propagating.
+logging.getLogger(telemetry.logger.name).propagate = False
 logging.getLogger("botocore").setLevel(logging.WARNING)
 
 settings = Settings.from_env(os.environ)

@@ -265,16 +265,19 @@ async def aggregate(stream: OpenStream, *, on_end: OnEnd | None = None) -> dict[
             finish = delta.finish_reason or finish
             outcome.usage = delta.usage or outcome.usage
             outcome.text_deltas += bool(delta.content or delta.reasoning)
+        if finish is None:
+            outcome.error = _incomplete()
     except UpstreamError as failure:
         logger.warning("backend %s failed mid-response: %s", stream.backend.name, failure)
-        raise failure.to_gateway_error() from None
+        outcome.error = failure.to_gateway_error()
     except InBandError as exc:
         logger.warning("in-band error from %s mid-response: %s", stream.backend.name, exc)
-        raise _model_failed() from None
+        outcome.error = _model_failed()
     finally:
         await _EndOnce(stream, on_end)(outcome)
-    if finish is None:
-        raise _incomplete()
+    if outcome.error is not None:
+        raise outcome.error
+    assert finish is not None
     return completion(
         model=stream.backend.name,
         content="".join(content),

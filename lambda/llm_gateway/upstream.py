@@ -21,6 +21,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     ReadTimeoutError,
 )
+from urllib3.exceptions import ReadTimeoutError as StreamReadTimeoutError
 
 from llm_gateway.errors import GatewayError
 
@@ -98,7 +99,11 @@ def classify(exc: Exception) -> UpstreamError:
             return UpstreamError(kind, message, retryable=retryable)
         kind, retryable = _BY_CODE.get(code, ("internal", True))
         return UpstreamError(kind, f"{code}: {message}", retryable=retryable)
-    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+    # Mid-stream (even before the first token) botocore's EventStream reads urllib3's
+    # HTTPResponse.stream() unwrapped (botocore/eventstream.py, _create_raw_event_generator), so
+    # a read timeout there is urllib3's ReadTimeoutError (urllib3/response.py, _error_catcher),
+    # not botocore's (raised while waiting for the response headers).
+    if isinstance(exc, ReadTimeoutError | StreamReadTimeoutError | ConnectTimeoutError):
         return UpstreamError("timeout", type(exc).__name__, retryable=True)
     if isinstance(exc, ConnectionError):
         return UpstreamError("connection", type(exc).__name__, retryable=True)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2 as httpx
 import openai
 import pytest
 
+from llm_gateway.app import create_app
+from llm_gateway.contract import READ_TIMEOUT_ENV, ROUTES_ENV
+from llm_gateway.settings import Settings
+from llm_gateway.upstream import SageMakerInvoker
 from local.scenarios import Scenario
-from tests.gateway.conftest import Servers
+from local.serving import serve_in_thread
+from tests.gateway.conftest import ROUTES, Servers
 
 REASONING = "Let me think: 2+2 is 4. Naïve café, 考虑 🤔."
 CONTENT = "The answer is **4** 👋🏽 — done."
@@ -215,6 +224,59 @@ def test_failures_mid_response_fail_a_non_stream_request(
     assert raised.value.status_code in (502, 504)
 
 
+# --- upstream read timeout: no byte within LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S ----------------
+
+READ_TIMEOUT_S = 0.3
+SILENCE = {"before the first byte": Scenario(content=CONTENT, first_token_delay_ms=3000),
+           "after the first byte": Scenario(content=CONTENT, token_delay_ms=3000)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def impatient_gateway(servers: Servers) -> Iterator[str]:
+    """A second gateway on the same emulator, waiting at most READ_TIMEOUT_S for each upstream
+    byte (far below the routes' first-byte deadline, so only the read timeout can fire)."""
+    env = {ROUTES_ENV: json.dumps(ROUTES), READ_TIMEOUT_ENV: str(READ_TIMEOUT_S)}
+    settings = Settings.from_env(env)
+    with serve_in_thread(create_app(settings, SageMakerInvoker.from_settings(settings))) as url:
+        yield url
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "buffered"])
+def test_a_read_timeout_before_the_first_byte_is_a_504_model_timeout(
+    servers_clean: Servers, impatient_gateway: str, stream: bool
+) -> None:
+    servers_clean.emulator.set_scenario("ep-deepseek", SILENCE["before the first byte"])
+    body = {"model": "deepseek", "messages": HI, "stream": stream}
+    response = httpx.post(f"{impatient_gateway}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "model_timeout"
+
+
+def test_a_read_timeout_after_the_first_byte_ends_the_stream_with_model_timeout(
+    servers_clean: Servers, impatient_gateway: str
+) -> None:
+    servers_clean.emulator.set_scenario("ep-deepseek", SILENCE["after the first byte"])
+    body = {"model": "deepseek", "messages": HI, "stream": True}
+    response = httpx.post(f"{impatient_gateway}/v1/chat/completions", json=body, timeout=10)
+    events = [e for e in response.text.split("\n\n") if e.startswith("data: ")]
+    assert response.status_code == 200
+    assert '"content"' in events[0]  # the first token reached the client
+    assert json.loads(events[-1][6:])["error"]["code"] == "model_timeout"
+
+
+def test_a_read_timeout_after_the_first_byte_fails_a_buffered_request_with_504(
+    servers_clean: Servers, impatient_gateway: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    servers_clean.emulator.set_scenario("ep-deepseek", SILENCE["after the first byte"])
+    body = {"model": "deepseek", "messages": HI}
+    response = httpx.post(f"{impatient_gateway}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "model_timeout"
+    (line,) = [r for r in caplog.records if r.getMessage() == "request"]
+    assert (line.status, line.error_kind) == (504, "model_timeout")  # as the client saw it
+
+
 # --- the streaming proof: no buffering anywhere between the emulator and the client ----------
 
 
@@ -316,6 +378,27 @@ def test_bad_requests_never_reach_a_model(servers_clean: Servers, raw: bytes, st
     )
     assert response.status_code == status
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert servers_clean.emulator.requests == []
+
+
+def test_a_client_gone_while_sending_its_body_is_not_an_error(
+    servers_clean: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    address = urlsplit(servers_clean.gateway)
+    with socket.create_connection((address.hostname, address.port)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model": '
+        )
+    deadline = time.monotonic() + 5
+    while not [r for r in caplog.records if r.name.startswith("llm")]:
+        assert time.monotonic() < deadline, "the gateway never finished the request"
+        time.sleep(0.02)
+    time.sleep(0.1)  # anything logged after the request line
+    assert [(r.levelname, r.exc_info) for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (line,) = [r for r in caplog.records if r.getMessage() == "request"]
+    assert (line.levelname, line.status, line.error_kind) == ("INFO", 499, "client_disconnected")
     assert servers_clean.emulator.requests == []
 
 

@@ -12,12 +12,15 @@ import io
 import json
 import logging
 import random
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import httpx2 as httpx
@@ -82,6 +85,7 @@ class Stack:
     emulator: Emulator
     quota: QuotaStore
     table: str
+    dynamodb_url: str
 
     def chat(self, key: str, model: str = "chat", **body: Any) -> httpx.Response:
         payload = {"model": model, "messages": [{"role": "user", "content": "Hi there"}], **body}
@@ -132,7 +136,7 @@ def stack(backends: tuple[str, str, Emulator], monkeypatch: pytest.MonkeyPatch) 
         settings, SageMakerInvoker.from_settings(settings), quota=quota, rng=random.Random(5)
     )
     with serve_in_thread(app) as url:
-        yield Stack(url, emulator, quota, table)
+        yield Stack(url, emulator, quota, table, dynamo_url)
 
 
 # --- identity ------------------------------------------------------------------------------
@@ -550,3 +554,131 @@ def test_unknown_models_are_logged_but_never_become_a_dimension(
     (line,) = [e for e in _log_lines(captured) if e.get("message") == "request"]
     assert line.get("route") is None  # Powertools drops null fields
     assert line["error_kind"] == "invalid_request"
+
+
+# --- every reservation and settlement outcome: the upstream released, one telemetry line -----
+
+
+def _request_lines(buffer: io.StringIO, consumer: str) -> list[dict[str, Any]]:
+    return [e for e in _log_lines(buffer)
+            if e.get("message") == "request" and e.get("consumer") == consumer]  # fmt: skip
+
+
+def _wait_for_no_upstream_reader(timeout_s: float = 2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while any(t.name == "upstream" for t in threading.enumerate()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@contextmanager
+def _dynamodb_stalled(url: str) -> Iterator[None]:
+    """Every DynamoDB call waits until the block exits: the single-threaded server
+    (local/dynamodb.py) is held reading an unfinished request. Keep the block under the quota
+    client's 2 s read timeout."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: dynamodb\r\n")
+        yield
+        sock.sendall(b"\r\n")
+        sock.recv(65536)
+
+
+@pytest.mark.parametrize("first", ["first byte", "refusal"])
+def test_a_request_id_reserved_by_another_consumer_is_a_500_that_releases_the_upstream(
+    stack: Stack, captured: io.StringIO, first: str
+) -> None:
+    """The reservation fails in a way that is neither a quota nor the store being down (the
+    request id is already another consumer's): an OpenAI-format 500, the model call (opened
+    concurrently) stopped whether or not it had produced its first byte, one telemetry line."""
+    request_id = str(uuid.uuid4())
+    alice, mallory = (
+        {"x-amzn-request-context": json.dumps({"requestId": request_id,
+                                               "identity": {"apiKeyId": key}})}
+        for key in ("key-alice", "key-mallory")
+    )  # fmt: skip
+    payload = {"model": "private", "messages": [{"role": "user", "content": "Hi"}],
+               "stream": True}  # fmt: skip
+    url = f"{stack.url}/v1/chat/completions"
+    assert httpx.post(url, json=payload, headers=alice).status_code == 200  # reserves request_id
+    barrier = f"held-{uuid.uuid4().hex}"
+    if first == "first byte":  # the stream opens while DynamoDB holds the reservation back
+        stack.emulator.set_scenario("ep-private", Scenario(barrier=barrier, barrier_timeout_s=10))
+    else:  # the reservation fails long before the model's first token
+        stack.emulator.set_scenario("ep-private", Scenario(first_token_delay_ms=5000))
+    responses: list[httpx.Response] = []
+
+    def send() -> None:
+        responses.append(httpx.post(url, json=payload, headers=mallory, timeout=30))
+
+    try:
+        sender = threading.Thread(target=send)
+        if first == "first byte":
+            with _dynamodb_stalled(stack.dynamodb_url):
+                sender.start()
+                assert stack.emulator.barriers.wait_for_waiters(barrier, timeout=1)
+                time.sleep(0.3)  # the gateway reads the first token meanwhile
+        else:
+            sender.start()
+        sender.join(timeout=30)
+        (response,) = responses
+        assert response.status_code == 500
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        assert "Traceback" not in response.text
+        assert stack.calls("ep-private") == 2  # alice's, then mallory's
+        assert _wait_for_no_upstream_reader(), "the model call runs on, abandoned"
+        assert [line["status"] for line in _request_lines(captured, "mallory")] == [500]
+    finally:
+        stack.emulator.barriers.release(barrier)
+
+
+def _wait_for_marker(stack: Stack, request_id: str) -> None:
+    client = boto3.client("dynamodb")
+    deadline = time.monotonic() + 5
+    key = {"pk": {"S": f"request#{request_id}"}}
+    while not client.get_item(TableName=stack.table, Key=key, ConsistentRead=True).get("Item"):
+        assert time.monotonic() < deadline, f"request {request_id} was never reserved"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("outcome", ["no backend answered", "streamed"])
+def test_a_store_fault_at_settlement_leaves_the_response_as_it_was(
+    stack: Stack, captured: io.StringIO, caplog: pytest.LogCaptureFixture, outcome: str
+) -> None:
+    """The quota table disappears between reserve and settle (a DynamoDB fault the store
+    reports as QuotaUnavailable): the client's answer is unchanged, with one telemetry line."""
+    barrier = f"held-{uuid.uuid4().hex}"
+    if outcome == "no backend answered":  # both miss the route's 0.5 s first-byte deadline
+        for name in ("ep-primary", "ep-secondary"):
+            stack.emulator.set_scenario(name, Scenario(first_token_delay_ms=1500))
+    else:
+        stack.emulator.set_scenario("ep-primary", Scenario(barrier=barrier, barrier_timeout_s=10))
+    headers = as_key("key-alice")
+    request_id = json.loads(headers["x-amzn-request-context"])["requestId"]
+    payload = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    responses: list[httpx.Response] = []
+
+    def send() -> None:
+        url = f"{stack.url}/v1/chat/completions"
+        responses.append(httpx.post(url, json=payload, headers=headers, timeout=30))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        _wait_for_marker(stack, request_id)
+        boto3.client("dynamodb").delete_table(TableName=stack.table)
+    finally:
+        stack.emulator.barriers.release(barrier)
+        sender.join(timeout=30)
+    (response,) = responses
+    if outcome == "no backend answered":
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "model_timeout"
+    else:
+        assert response.status_code == 200
+        assert response.text.endswith("data: [DONE]\n\n")
+    (line,) = _request_lines(captured, "alice")
+    assert line["status"] == response.status_code
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from urllib3.exceptions import ReadTimeoutError as StreamReadTimeoutError
 
 from llm_gateway.errors import GatewayError
 from llm_gateway.request import parse_chat_request
@@ -24,6 +25,8 @@ from local.serving import free_port
         (EndpointConnectionError(endpoint_url="http://x"), "connection"),
         (ConnectTimeoutError(endpoint_url="http://x"), "timeout"),
         (ReadTimeoutError(endpoint_url="http://x"), "timeout"),
+        # What iterating the event stream raises (see upstream.classify).
+        (StreamReadTimeoutError(None, None, "Read timed out."), "timeout"),  # type: ignore[arg-type]
     ],
 )
 def test_network_faults_are_retryable_kinds(exc: Exception, kind: str) -> None:
