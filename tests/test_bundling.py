@@ -43,7 +43,7 @@ def test_local_bundle_has_the_app_and_its_platform_wheels(
     assert os.access(run_sh, os.X_OK)
     package = tmp_path / "llm_gateway"
     assert (package / "__init__.py").is_file()
-    assert (package / "routes.py").is_file()
+    assert (package / "contract.py").is_file()
     shipped = {p.relative_to(package) for p in package.rglob("*") if p.is_file()}
     expected = {
         p.relative_to(RUNTIME_DIR)
@@ -130,7 +130,7 @@ def test_asset_hash_follows_sources_and_architecture_not_caches(tmp_path: Path) 
     with_requirements = _asset_hash(source_dir=source)
     assert with_requirements != base, "the runtime's pins are part of the asset"
 
-    routes = source / "routes.py"
+    routes = source / "contract.py"
     routes.write_text(routes.read_text() + "\n# changed\n")
     assert _asset_hash(source_dir=source) not in (base, with_requirements)
 

@@ -13,8 +13,14 @@ from aws_cdk import App, Stack
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Capture, Match, Template
 
-from llm_gateway.consumers import CONSUMERS_ENV, LOCAL_CONSUMER_ENV, QUOTA_TABLE_ENV, ConsumerTable
-from llm_gateway.routes import ROUTES_ENV, RouteTable
+from llm_gateway.contract import (
+    CONSUMERS_ENV,
+    LOCAL_CONSUMER_ENV,
+    QUOTA_TABLE_ENV,
+    ROUTES_ENV,
+    ConsumerTable,
+    RouteTable,
+)
 from llm_gateway.settings import Settings
 from llm_serving import (
     GatewayRoute,

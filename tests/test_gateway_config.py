@@ -13,7 +13,7 @@ import pytest
 import yaml
 from aws_cdk.assertions import Template
 
-from llm_gateway.routes import RouteTable
+from llm_gateway.contract import RouteTable
 from llm_serving.config import ConfigError, GatewayConfig, load_gateway_config
 from llm_serving.config.gateway import pascal_case
 from tests.conftest import CONFIG_DIR, build_default, variant

@@ -24,8 +24,8 @@ from llm_gateway.service import OpenStream, Outcome, aggregate, open_stream, sse
 from llm_gateway.telemetry import RequestTelemetry
 
 if TYPE_CHECKING:
-    from llm_gateway.routes import Backend
-    from llm_gateway.routes import Route as ModelRoute
+    from llm_gateway.contract import Backend
+    from llm_gateway.contract import Route as ModelRoute
     from llm_gateway.service import Invoker, OnEnd
     from llm_gateway.settings import Settings
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from llm_gateway.consumers import Consumer, ConsumerTable, Tier
+from llm_gateway.contract import Consumer, ConsumerTable, Tier
 from llm_gateway.errors import GatewayError
 
 REQUEST_CONTEXT_HEADER = "x-amzn-request-context"

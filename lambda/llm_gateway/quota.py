@@ -56,12 +56,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from llm_gateway.consumers import QUOTA_TABLE_ENV, Tier
+from llm_gateway.contract import QUOTA_PARTITION_KEY, QUOTA_TABLE_ENV, QUOTA_TTL_ATTRIBUTE, Tier
 
 logger = logging.getLogger(__name__)
 
-PARTITION_KEY = "pk"
-TTL_ATTRIBUTE = "expires_at"
+PARTITION_KEY = QUOTA_PARTITION_KEY
+TTL_ATTRIBUTE = QUOTA_TTL_ATTRIBUTE
 # Counters and markers live this long past their window's end (TTL cleanup only).
 GRACE = timedelta(days=3)
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from llm_gateway.routes import Backend, Route
+from llm_gateway.contract import Backend, Route
 
 
 class BackendHealth:

@@ -27,8 +27,8 @@ from llm_gateway.upstream import UpstreamError
 if TYPE_CHECKING:
     from typing import Protocol
 
+    from llm_gateway.contract import Backend
     from llm_gateway.request import ChatRequest
-    from llm_gateway.routes import Backend
     from llm_gateway.routing import BackendHealth
 
     class Stream(Protocol):

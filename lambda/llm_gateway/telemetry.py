@@ -21,10 +21,21 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
-SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
-DEFAULT_NAMESPACE = "LlmGateway"
-DEFAULT_SERVICE = "llm-gateway"
+from llm_gateway.contract import (
+    DEFAULT_SERVICE,
+    DIMENSION_BACKEND,
+    DIMENSION_KIND,
+    DIMENSION_ROUTE,
+    DIMENSION_SERVICE,
+    METRIC_NAMESPACE,
+    METRIC_NAMESPACE_ENV,
+    SERVICE_NAME_ENV,
+    Metric,
+)
+
+NAMESPACE_ENV = METRIC_NAMESPACE_ENV
+SERVICE_ENV = SERVICE_NAME_ENV
+DEFAULT_NAMESPACE = METRIC_NAMESPACE
 
 logger = Logger(service=os.environ.get(SERVICE_ENV, DEFAULT_SERVICE))
 
@@ -109,30 +120,40 @@ class RequestTelemetry:
         namespace = os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
         service = os.environ.get(SERVICE_ENV, DEFAULT_SERVICE)
         requests = EphemeralMetrics(namespace=namespace, service=service)
-        requests.add_dimension("route", self.route)
+        requests.add_dimension(DIMENSION_ROUTE, self.route)
         if self.backend is not None:
-            requests.add_dimensions(service=service, route=self.route, backend=self.backend)
-        requests.add_metric("Requests", MetricUnit.Count, 1)
-        requests.add_metric("Duration", MetricUnit.Milliseconds, (ended - self.started) * 1000)
-        requests.add_metric("Fallbacks", MetricUnit.Count, self.fallbacks)
-        requests.add_metric("QuotaRejections", MetricUnit.Count, int(self.quota_rejected))
+            requests.add_dimensions(
+                **{
+                    DIMENSION_SERVICE: service,
+                    DIMENSION_ROUTE: self.route,
+                    DIMENSION_BACKEND: self.backend,
+                }
+            )
+        requests.add_metric(Metric.REQUESTS, MetricUnit.Count, 1)
+        requests.add_metric(Metric.DURATION, MetricUnit.Milliseconds, (ended - self.started) * 1000)
+        requests.add_metric(Metric.FALLBACKS, MetricUnit.Count, self.fallbacks)
+        requests.add_metric(Metric.QUOTA_REJECTIONS, MetricUnit.Count, int(self.quota_rejected))
         if self.stream and self.first_byte_at is not None:
             ttfb = (self.first_byte_at - self.started) * 1000
-            requests.add_metric("TimeToFirstByte", MetricUnit.Milliseconds, ttfb)
+            requests.add_metric(Metric.TIME_TO_FIRST_BYTE, MetricUnit.Milliseconds, ttfb)
         if self.upstream_ttfb_s is not None:
             upstream = self.upstream_ttfb_s * 1000
-            requests.add_metric("UpstreamTimeToFirstByte", MetricUnit.Milliseconds, upstream)
+            requests.add_metric(
+                Metric.UPSTREAM_TIME_TO_FIRST_BYTE, MetricUnit.Milliseconds, upstream
+            )
         if self.input_tokens is not None:
-            requests.add_metric("InputTokens", MetricUnit.Count, self.input_tokens)
+            requests.add_metric(Metric.INPUT_TOKENS, MetricUnit.Count, self.input_tokens)
         if self.output_tokens is not None:
-            requests.add_metric("OutputTokens", MetricUnit.Count, self.output_tokens)
+            requests.add_metric(Metric.OUTPUT_TOKENS, MetricUnit.Count, self.output_tokens)
             if self.first_byte_at is not None and ended > self.first_byte_at:
                 rate = self.output_tokens / (ended - self.first_byte_at)
-                requests.add_metric("OutputTokensPerSecond", MetricUnit.CountPerSecond, rate)
+                requests.add_metric(
+                    Metric.OUTPUT_TOKENS_PER_SECOND, MetricUnit.CountPerSecond, rate
+                )
         requests.flush_metrics()
         if self.error is not None:
             errors = EphemeralMetrics(namespace=namespace, service=service)
-            errors.add_dimension("route", self.route)
-            errors.add_dimension("kind", self.error)
-            errors.add_metric("Errors", MetricUnit.Count, 1)
+            errors.add_dimension(DIMENSION_ROUTE, self.route)
+            errors.add_dimension(DIMENSION_KIND, self.error)
+            errors.add_metric(Metric.ERRORS, MetricUnit.Count, 1)
             errors.flush_metrics()

@@ -28,7 +28,7 @@ from llm_gateway.errors import GatewayError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from llm_gateway.routes import Backend
+    from llm_gateway.contract import Backend
     from llm_gateway.settings import Settings
 
 _END = object()

@@ -11,8 +11,8 @@ import pytest
 
 from llm_gateway.adapters import Delta, InBandError, Usage, adapter_for
 from llm_gateway.adapters.prompts import llama2_prompt
+from llm_gateway.contract import Backend, StreamFormat
 from llm_gateway.request import parse_chat_request
-from llm_gateway.routes import Backend, StreamFormat
 from llm_gateway.service import deltas
 
 FIXTURES = Path(__file__).parent / "fixtures"

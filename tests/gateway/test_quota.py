@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from llm_gateway.consumers import QUOTA_TABLE_ENV, Tier
+from llm_gateway.contract import QUOTA_TABLE_ENV, Tier
 from llm_gateway.quota import (
     GRACE,
     QuotaExceeded,

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from llm_gateway.consumers import Tier
+from llm_gateway.contract import Tier
 from llm_gateway.quota import QuotaExceeded, QuotaStore
 from llm_serving.quota_table import ITEM_ACTIONS
 from local.dynamodb import create_quota_table, dynamodb_server

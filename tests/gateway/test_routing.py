@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from llm_gateway.routes import Backend, Route
+from llm_gateway.contract import Backend, Route
 from llm_gateway.routing import BackendHealth, attempt_order
 
 

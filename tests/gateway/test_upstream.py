@@ -9,9 +9,9 @@ import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from urllib3.exceptions import ReadTimeoutError as StreamReadTimeoutError
 
+from llm_gateway.contract import Backend
 from llm_gateway.errors import GatewayError
 from llm_gateway.request import parse_chat_request
-from llm_gateway.routes import Backend
 from llm_gateway.routing import BackendHealth
 from llm_gateway.service import open_stream
 from llm_gateway.settings import Settings

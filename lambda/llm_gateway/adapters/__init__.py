@@ -5,7 +5,7 @@ from __future__ import annotations
 from llm_gateway.adapters.base import Delta, InBandError, StreamAdapter, Usage
 from llm_gateway.adapters.native import LmiAdapter, TgiAdapter
 from llm_gateway.adapters.openai import OpenAIAdapter
-from llm_gateway.routes import StreamFormat
+from llm_gateway.contract import StreamFormat
 
 __all__ = ["Delta", "InBandError", "StreamAdapter", "Usage", "adapter_for"]
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from llm_gateway.contract import Backend
     from llm_gateway.request import ChatRequest
-    from llm_gateway.routes import Backend
 
 FinishReason = str  # "stop" | "length" (OpenAI's values; "error" never reaches a client)
 

@@ -12,8 +12,8 @@ from llm_gateway.adapters.prompts import render_prompt
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from llm_gateway.contract import Backend
     from llm_gateway.request import ChatRequest
-    from llm_gateway.routes import Backend
 
 
 class _NativeAdapter:

@@ -12,8 +12,8 @@ from llm_gateway.adapters.params import sampling_params
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from llm_gateway.contract import Backend
     from llm_gateway.request import ChatRequest
-    from llm_gateway.routes import Backend
 
 # Chat templates know system/user/assistant; OpenAI's newer "developer" role means "system".
 _ROLE = {"developer": "system"}

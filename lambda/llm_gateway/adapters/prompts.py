@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from llm_gateway.contract import PromptTemplate
     from llm_gateway.request import ChatMessage
-    from llm_gateway.routes import PromptTemplate
 
 _B_INST, _E_INST = "[INST]", "[/INST]"
 _B_SYS, _E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
