@@ -38,7 +38,7 @@ Rules beyond plain typing (where the gateway had to choose, the choice is stated
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -52,9 +52,21 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
-from llm_gateway.errors import GatewayError, invalid_request
+from llm_gateway.errors import invalid_request
+from llm_gateway.request_errors import (
+    GATEWAY_ERROR,
+    TAG_LIST,
+    TAG_TEXT,
+    UNSUPPORTED_ROLES,
+    clip,
+    json_type,
+    translate,
+    unrecognized,
+    unsupported_parameter,
+    unsupported_value,
+)
 
 __all__ = [
     "MAX_CONTENT_PARTS",
@@ -112,19 +124,9 @@ _FALSE_IS_DEFAULT: Final = frozenset({"logprobs", "store"})
 _UNSUPPORTED_MESSAGE_FIELDS: Final = frozenset(
     {"audio", "function_call", "refusal", "tool_call_id", "tool_calls"}
 )
-_UNSUPPORTED_ROLES: Final = frozenset({"tool", "function"})
-_UNSUPPORTED_PART_TYPES: Final = frozenset({"image_url", "input_audio", "file", "refusal"})
 
 Role = Literal["system", "developer", "user", "assistant"]
 """Message roles the gateway accepts (``tool``/``function`` are rejected as unsupported)."""
-_ROLES: Final[tuple[str, ...]] = ("system", "developer", "user", "assistant")
-
-_TAG_TEXT: Final = "$text"
-_TAG_LIST: Final = "$list"
-_UNION_TAGS: Final = frozenset({_TAG_TEXT, _TAG_LIST})
-
-_GATEWAY_ERROR: Final = "gateway"
-"""pydantic error type of our own rules; ctx carries the finished message and code."""
 
 
 def _rule(message: str, *, code: str | None, field: str | None = None) -> PydanticCustomError:
@@ -132,7 +134,7 @@ def _rule(message: str, *, code: str | None, field: str | None = None) -> Pydant
     ctx: dict[str, Any] = {"message": message, "code": code}
     if field is not None:
         ctx["field"] = field
-    return PydanticCustomError(_GATEWAY_ERROR, "{message}", ctx)
+    return PydanticCustomError(GATEWAY_ERROR, "{message}", ctx)
 
 
 def _valid_unicode(value: str) -> str:
@@ -154,9 +156,9 @@ NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_valid_unicode
 
 def _str_or_list(value: Any) -> str | None:
     if isinstance(value, str):
-        return _TAG_TEXT
+        return TAG_TEXT
     if isinstance(value, list):
-        return _TAG_LIST
+        return TAG_LIST
     return None
 
 
@@ -171,9 +173,9 @@ class TextPart(_Frozen):
     text: Text
 
 
-_TextContent = Annotated[Text, Tag(_TAG_TEXT)]
+_TextContent = Annotated[Text, Tag(TAG_TEXT)]
 _PartsContent = Annotated[
-    list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS), Tag(_TAG_LIST)
+    list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS), Tag(TAG_LIST)
 ]
 Content = Annotated[
     _TextContent | _PartsContent,
@@ -185,9 +187,9 @@ Content = Annotated[
 ]
 """Message content: a string, or a non-empty array of text parts."""
 
-_OneStop = Annotated[NonEmptyText, Tag(_TAG_TEXT)]
+_OneStop = Annotated[NonEmptyText, Tag(TAG_TEXT)]
 _StopList = Annotated[
-    list[NonEmptyText], Field(min_length=1, max_length=MAX_STOP_SEQUENCES), Tag(_TAG_LIST)
+    list[NonEmptyText], Field(min_length=1, max_length=MAX_STOP_SEQUENCES), Tag(TAG_LIST)
 ]
 Stop = Annotated[
     _OneStop | _StopList,
@@ -304,9 +306,6 @@ class ChatRequest(_Frozen):
 
 _REQUEST_FIELDS: Final = frozenset(ChatRequest.model_fields)
 _MESSAGE_FIELDS: Final = frozenset(ChatMessage.model_fields)
-_DECIMAL_FIELDS: Final = frozenset(
-    {"temperature", "top_p", "presence_penalty", "frequency_penalty"}
-)
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
@@ -320,7 +319,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         return ChatRequest.model_validate(cleaned)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        raise _translate(errors[0]) from None
+        raise translate(errors[0]) from None
 
 
 def _load_json_object(raw: bytes) -> dict[str, Any]:
@@ -333,7 +332,7 @@ def _load_json_object(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise invalid_request(
-            f"Invalid request body: expected a JSON object, but got {_json_type(data)} instead.",
+            f"Invalid request body: expected a JSON object, but got {json_type(data)} instead.",
             code="invalid_type",
         )
     return data
@@ -354,9 +353,9 @@ def _precheck(data: Mapping[str, Any]) -> dict[str, Any]:
         elif key in UNSUPPORTED_PARAMETERS:
             if value is None or (value is False and key in _FALSE_IS_DEFAULT):
                 continue
-            raise _unsupported_parameter(key)
+            raise unsupported_parameter(key)
         else:
-            raise _unrecognized(_clip(key))
+            raise unrecognized(clip(key))
     messages = cleaned.get("messages")
     if isinstance(messages, list) and len(messages) <= MAX_MESSAGES:
         cleaned["messages"] = [
@@ -369,223 +368,15 @@ def _precheck_message(index: int, message: Any) -> Any:
     if not isinstance(message, dict):
         return message  # the model reports the type
     role = message.get("role")
-    if isinstance(role, str) and role in _UNSUPPORTED_ROLES:
-        raise _unsupported_value(f"messages[{index}].role", role)
+    if isinstance(role, str) and role in UNSUPPORTED_ROLES:
+        raise unsupported_value(f"messages[{index}].role", role)
     cleaned: dict[str, Any] = {}
     for key, value in message.items():
         if key in _MESSAGE_FIELDS:
             cleaned[key] = value
         elif key in _UNSUPPORTED_MESSAGE_FIELDS:
             if value is not None:
-                raise _unsupported_parameter(f"messages[{index}].{key}")
+                raise unsupported_parameter(f"messages[{index}].{key}")
         else:
-            raise _unrecognized(f"messages[{index}].{_clip(key)}")
+            raise unrecognized(f"messages[{index}].{clip(key)}")
     return cleaned
-
-
-# --- error translation -------------------------------------------------------------------------
-
-_EXPECTED: Final[Mapping[str, str]] = {
-    "bool_type": "a boolean",
-    "dict_type": "an object",
-    "float_type": "a decimal",
-    "int_type": "an integer",
-    "list_type": "an array",
-    "model_attributes_type": "an object",
-    "model_type": "an object",
-    "string_type": "a string",
-}
-
-
-def _translate(error: ErrorDetails) -> GatewayError:
-    """The OpenAI-style ``GatewayError`` for one pydantic error."""
-    loc = _strip_tags(error["loc"])
-    ctx: Mapping[str, Any] = error.get("ctx") or {}
-    kind = error["type"]
-    value = error.get("input")
-
-    if kind == _GATEWAY_ERROR:
-        field = ctx.get("field")
-        param = _path((*loc, field) if field else loc)
-        return invalid_request(
-            str(ctx["message"]).replace("{param}", param), param=param, code=ctx.get("code")
-        )
-
-    param = _path(loc)
-    last = loc[-1] if loc else None
-    if kind == "missing":
-        return invalid_request(
-            f"Missing required parameter: '{param}'.",
-            param=param,
-            code="missing_required_parameter",
-        )
-    if kind == "extra_forbidden":
-        return _unrecognized(param)
-    if kind == "literal_error":
-        if not isinstance(value, str):
-            return _invalid_type(param, "a string", value)
-        if last == "role" and value in _UNSUPPORTED_ROLES:
-            return _unsupported_value(param, value)
-        if last == "type" and value in _UNSUPPORTED_PART_TYPES:
-            return _unsupported_value(param, value, hint="Only text content parts are supported.")
-        supported = _ROLES if last == "role" else ("text",)
-        return invalid_request(
-            f"Invalid value: '{_clip(value)}'. Supported values are: {_enumerate(supported)}.",
-            param=param,
-            code="invalid_value",
-        )
-    if kind == "invalid_type":
-        return _invalid_type(param, error["msg"], value)  # our Discriminator's message
-    if kind in _EXPECTED:
-        return _invalid_type(param, _EXPECTED[kind], value)
-    if kind == "string_too_short":
-        return invalid_request(
-            f"Invalid '{param}': empty string. Expected a string with minimum length"
-            f" {ctx.get('min_length', 1)}, but got an empty string instead.",
-            param=param,
-            code="empty_string",
-        )
-    if kind == "string_too_long":
-        return invalid_request(
-            f"Invalid '{param}': string too long. Expected a string with maximum length"
-            f" {ctx.get('max_length')}, but got a string with length {_length(value)} instead.",
-            param=param,
-            code="string_above_max_length",
-        )
-    if kind in ("too_short", "too_long") and isinstance(value, str):
-        kind = "string_" + kind  # a length constraint applied outside the str schema
-    if kind == "too_short":
-        return invalid_request(
-            f"Invalid '{param}': empty array. Expected an array with minimum length"
-            f" {ctx.get('min_length', 1)}, but got an empty array instead.",
-            param=param,
-            code="empty_array",
-        )
-    if kind == "too_long":
-        return invalid_request(
-            f"Invalid '{param}': array too long. Expected an array with maximum length"
-            f" {ctx.get('max_length')}, but got an array with length"
-            f" {ctx.get('actual_length', _length(value))} instead.",
-            param=param,
-            code="array_above_max_length",
-        )
-    bound = _BOUNDS.get(kind)
-    if bound is not None:
-        side, limit, key, op = bound
-        number = "decimal" if last in _DECIMAL_FIELDS else "integer"
-        return invalid_request(
-            f"Invalid '{param}': {number} {side} {limit}imum value. Expected a value {op}"
-            f" {_number(ctx.get(key))}, but got {_number(value)} instead.",
-            param=param,
-            code=f"{number}_{side}_{limit}_value",
-        )
-    if kind == "finite_number":
-        return invalid_request(
-            f"Invalid '{param}': expected a finite number.", param=param, code="invalid_value"
-        )
-    return invalid_request(f"Invalid value for '{param}'.", param=param, code="invalid_value")
-
-
-_BOUNDS: Final[Mapping[str, tuple[str, str, str, str]]] = {
-    "greater_than_equal": ("below", "min", "ge", ">="),
-    "greater_than": ("below", "min", "gt", ">"),
-    "less_than_equal": ("above", "max", "le", "<="),
-    "less_than": ("above", "max", "lt", "<"),
-}
-
-
-def _strip_tags(loc: Sequence[int | str]) -> tuple[int | str, ...]:
-    """Drop the discriminated-union tags pydantic puts after ``content``/``stop`` in a loc."""
-    kept: list[int | str] = []
-    for item in loc:
-        if item in _UNION_TAGS and kept and kept[-1] in ("content", "stop"):
-            continue
-        kept.append(item)
-    return tuple(kept)
-
-
-def _path(loc: Sequence[int | str]) -> str:
-    """OpenAI's parameter path: ``messages[1].content[0].type``."""
-    out = ""
-    for item in loc:
-        if isinstance(item, int):
-            out += f"[{item}]"
-        else:
-            out += f".{_clip(item)}" if out else _clip(item)
-    return out
-
-
-def _unrecognized(param: str) -> GatewayError:
-    return invalid_request(
-        f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
-    )
-
-
-def _unsupported_parameter(param: str) -> GatewayError:
-    return invalid_request(
-        f"Unsupported parameter: '{param}' is not supported by this gateway.",
-        param=param,
-        code="unsupported_parameter",
-    )
-
-
-def _unsupported_value(param: str, value: str, *, hint: str = "") -> GatewayError:
-    message = f"Unsupported value: '{param}' does not support '{_clip(value)}' with this gateway."
-    return invalid_request(
-        f"{message} {hint}" if hint else message, param=param, code="unsupported_value"
-    )
-
-
-def _invalid_type(param: str, expected: str, value: Any) -> GatewayError:
-    return invalid_request(
-        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, dict | BaseModel):
-        return "an object"
-    return "an unsupported value"
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, int) and value.bit_length() > 64:
-        return "a larger number" if value > 0 else "a smaller number"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        value = int(value)  # "<= 2", as OpenAI writes it, not "<= 2.0"
-    return _clip(repr(value) if isinstance(value, float) else str(value), 32)
-
-
-def _length(value: Any) -> str:
-    try:
-        return str(len(value))
-    except TypeError:
-        return "another length"
-
-
-def _enumerate(values: Sequence[str]) -> str:
-    quoted = [f"'{v}'" for v in values]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])}, and {quoted[-1]}"
-
-
-def _clip(text: str, limit: int = 64) -> str:
-    """Client text fit to echo: short, and encodable (unpaired surrogates escaped)."""
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
