@@ -9,8 +9,6 @@ from constructs import Construct
 from llm_gateway.contract import QUOTA_PARTITION_KEY, QUOTA_TTL_ATTRIBUTE
 from llm_serving.stage import Stage, StagePolicy
 
-PARTITION_KEY = QUOTA_PARTITION_KEY
-TTL_ATTRIBUTE = QUOTA_TTL_ATTRIBUTE
 # What the quota code calls: conditional UpdateItem/PutItem, GetItem, and TransactWriteItems,
 # which IAM authorizes per contained action (Put/Update → PutItem/UpdateItem, ConditionCheck →
 # ConditionCheckItem); there is no dynamodb:TransactWriteItems action to grant.
@@ -58,7 +56,7 @@ class QuotaTable(Construct):
             self,
             "Table",
             partition_key=dynamodb.Attribute(
-                name=PARTITION_KEY, type=dynamodb.AttributeType.STRING
+                name=QUOTA_PARTITION_KEY, type=dynamodb.AttributeType.STRING
             ),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
@@ -66,7 +64,7 @@ class QuotaTable(Construct):
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
-            time_to_live_attribute=TTL_ATTRIBUTE,
+            time_to_live_attribute=QUOTA_TTL_ATTRIBUTE,
             removal_policy=policy.removal_policy,
             deletion_protection=stage is Stage.PROD,
         )

@@ -38,7 +38,8 @@ def dynamodb_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
 def create_quota_table(client: Any, name: str) -> None:
     """Create the quota table as the CDK construct does: ``pk`` (S) partition key only,
     on-demand, TTL on ``expires_at`` (see ``lambda/llm_gateway/quota.py``)."""
-    from llm_gateway.quota import PARTITION_KEY, TTL_ATTRIBUTE
+    from llm_gateway.contract import QUOTA_PARTITION_KEY as PARTITION_KEY
+    from llm_gateway.contract import QUOTA_TTL_ATTRIBUTE as TTL_ATTRIBUTE
 
     client.create_table(
         TableName=name,

@@ -13,6 +13,7 @@ from aws_cdk import App, Stack
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Capture, Match, Template
 
+from llm_gateway import contract
 from llm_gateway.contract import (
     CONSUMERS_ENV,
     LOCAL_CONSUMER_ENV,
@@ -585,14 +586,18 @@ def test_quota_table_is_keyed_by_pk_encrypted_recoverable_and_expiring(
     assert LOCAL_CONSUMER_ENV not in env
 
 
-def test_quota_table_is_the_one_the_quota_code_expects() -> None:
-    """Key and TTL attribute names are a contract with lambda/llm_gateway/quota.py."""
-    from llm_gateway import quota
-    from llm_serving import quota_table
-
-    assert (quota_table.PARTITION_KEY, quota_table.TTL_ATTRIBUTE) == (
-        quota.PARTITION_KEY,
-        quota.TTL_ATTRIBUTE,
+def test_quota_table_is_the_one_the_quota_code_expects(gateway_template: Template) -> None:
+    """Key and TTL attribute come from the wire contract, which lambda/llm_gateway/quota.py
+    writes with."""
+    gateway_template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": [{"AttributeName": contract.QUOTA_PARTITION_KEY, "KeyType": "HASH"}],
+            "TimeToLiveSpecification": {
+                "AttributeName": contract.QUOTA_TTL_ATTRIBUTE,
+                "Enabled": True,
+            },
+        },
     )
 
 

@@ -10,7 +10,7 @@ from llm_gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from llm_gateway.contract import Tier
-    from llm_gateway.quota import QuotaExceeded, Window
+    from llm_gateway.quota_model import QuotaExceeded, Window
     from llm_gateway.request import ChatRequest
     from llm_gateway.service import Outcome
 

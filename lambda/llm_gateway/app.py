@@ -17,7 +17,8 @@ from starlette.routing import Route
 from llm_gateway import admission
 from llm_gateway.errors import GatewayError, client_disconnected, internal_error, model_not_found
 from llm_gateway.identity import Caller, context_request_id, identify
-from llm_gateway.quota import QuotaExceeded, QuotaStore, QuotaUnavailable, Reservation
+from llm_gateway.quota import QuotaStore
+from llm_gateway.quota_model import QuotaExceeded, QuotaUnavailable, Reservation
 from llm_gateway.request import ChatRequest, parse_chat_request
 from llm_gateway.routing import BackendHealth, attempt_order
 from llm_gateway.service import OpenStream, Outcome, aggregate, open_stream, sse_events

@@ -49,78 +49,34 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from llm_gateway.contract import QUOTA_PARTITION_KEY, QUOTA_TABLE_ENV, QUOTA_TTL_ATTRIBUTE, Tier
+from llm_gateway.quota_model import (
+    QuotaExceeded,
+    QuotaUnavailable,
+    Reservation,
+    Window,
+    expires_at,
+    marker_key,
+    utc,
+    window_from_key,
+    windows_at,
+)
 
 logger = logging.getLogger(__name__)
 
-PARTITION_KEY = QUOTA_PARTITION_KEY
-TTL_ATTRIBUTE = QUOTA_TTL_ATTRIBUTE
-# Counters and markers live this long past their window's end (TTL cleanup only).
-GRACE = timedelta(days=3)
-
-WindowKind = Literal["day", "month"]
 
 _CONDITION_FAILED = "ConditionalCheckFailed"
 # Cancellation reasons worth another attempt: nothing was written, so retrying is safe.
 _TRANSIENT = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 _TRANSACT_ATTEMPTS = 4
 _BACKOFF_S = 0.025
-
-
-@dataclass(frozen=True)
-class Window:
-    """One quota window of a consumer: its counter key, limit (None: counted, not limited)."""
-
-    kind: WindowKind
-    key: str
-    limit: int | None
-    resets_at: datetime
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """Tokens held for a request until it is settled.
-
-    ``remaining``: tokens left in the tightest limited window right after this reservation
-    (the least left over all limited windows, read back after the write), and ``limiting``
-    that window; both None when no window is limited, or when that read failed (the
-    reservation stands either way).
-    """
-
-    request_id: str
-    consumer: str
-    amount: int
-    windows: tuple[Window, ...]
-    remaining: int | None
-    limiting: Window | None = None
-
-
-class QuotaExceeded(Exception):  # noqa: N818 (the API's name)
-    """A window refused the reservation (the day window when both did)."""
-
-    def __init__(
-        self, window: Window, requested: int, retry_after_s: int, *, remaining: int | None = None
-    ) -> None:
-        super().__init__(
-            f"{window.kind} token quota exceeded: requested {requested}, limit {window.limit}; "
-            f"resets in {retry_after_s}s"
-        )
-        self.window = window
-        self.requested = requested
-        self.retry_after_s = retry_after_s
-        self.remaining = remaining
-        """Tokens left in the window (None when unknown, e.g. refused without a call)."""
-
-
-class QuotaUnavailable(Exception):  # noqa: N818 (the API's name)
-    """DynamoDB could not be reached or refused the call for a reason other than a quota."""
 
 
 @dataclass(frozen=True)
@@ -177,8 +133,8 @@ class QuotaStore:
         """
         if amount < 0:
             raise ValueError(f"amount must be >= 0, got {amount}")
-        at = _utc(now)
-        windows = _windows(consumer, at, tier.tokens_per_day, tier.tokens_per_month)
+        at = utc(now)
+        windows = windows_at(consumer, at, tier.tokens_per_day, tier.tokens_per_month)
         for window in windows:
             if window.limit is not None and amount > window.limit:
                 raise _exceeded(window, amount, at)
@@ -205,20 +161,20 @@ class QuotaStore:
         at: datetime,
     ) -> dict[str, Any]:
         item = {
-            PARTITION_KEY: {"S": _marker_key(request_id)},
+            QUOTA_PARTITION_KEY: {"S": marker_key(request_id)},
             "state": {"S": "reserved"},
             "consumer": {"S": consumer},
             "reserved": {"N": str(amount)},
             "counters": {"L": [{"S": window.key} for window in windows]},
             "reserved_at": {"N": str(int(at.timestamp()))},
-            TTL_ATTRIBUTE: {"N": str(_expires_at(windows[0]))},
+            QUOTA_TTL_ATTRIBUTE: {"N": str(expires_at(windows[0]))},
         }
         return {
             "Put": {
                 "TableName": self._table,
                 "Item": item,
                 "ConditionExpression": "attribute_not_exists(#pk)",
-                "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+                "ExpressionAttributeNames": {"#pk": QUOTA_PARTITION_KEY},
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
@@ -226,12 +182,12 @@ class QuotaStore:
     def _counter_reserve(self, window: Window, amount: int) -> dict[str, Any]:
         update: dict[str, Any] = {
             "TableName": self._table,
-            "Key": {PARTITION_KEY: {"S": window.key}},
+            "Key": {QUOTA_PARTITION_KEY: {"S": window.key}},
             "UpdateExpression": "SET #exp = :exp ADD #tokens :amount",
-            "ExpressionAttributeNames": {"#tokens": "tokens", "#exp": TTL_ATTRIBUTE},
+            "ExpressionAttributeNames": {"#tokens": "tokens", "#exp": QUOTA_TTL_ATTRIBUTE},
             "ExpressionAttributeValues": {
                 ":amount": {"N": str(amount)},
-                ":exp": {"N": str(_expires_at(window))},
+                ":exp": {"N": str(expires_at(window))},
             },
         }
         if window.limit is not None:
@@ -245,12 +201,12 @@ class QuotaStore:
         self, request_id: str, consumer: str, tier: Tier, item: Mapping[str, Any] | None
     ) -> Reservation:
         """The reservation a marker records (from the cancellation reason, else read back)."""
-        marker = item if item is not None else self._get(_marker_key(request_id))
+        marker = item if item is not None else self._get(marker_key(request_id))
         if marker is None:
             raise QuotaUnavailable(f"marker of {request_id} refused the write but is absent")
         if marker["consumer"]["S"] != consumer:
             raise ValueError(f"request id {request_id!r} is already reserved by another consumer")
-        windows = tuple(_window_from_key(entry["S"], tier) for entry in marker["counters"]["L"])
+        windows = tuple(window_from_key(entry["S"], tier) for entry in marker["counters"]["L"])
         amount = int(marker["reserved"]["N"])
         return self._reservation(request_id, consumer, amount, windows)
 
@@ -301,7 +257,7 @@ class QuotaStore:
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": {PARTITION_KEY: {"S": _marker_key(reservation.request_id)}},
+                "Key": {QUOTA_PARTITION_KEY: {"S": marker_key(reservation.request_id)}},
                 "UpdateExpression": "SET #state = :settled, #used = :used",
                 "ConditionExpression": "#state = :reserved AND #reserved = :amount",
                 "ExpressionAttributeNames": {
@@ -324,19 +280,19 @@ class QuotaStore:
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": {PARTITION_KEY: {"S": window.key}},
+                "Key": {QUOTA_PARTITION_KEY: {"S": window.key}},
                 "UpdateExpression": "SET #exp = if_not_exists(#exp, :exp) ADD #tokens :delta",
-                "ExpressionAttributeNames": {"#tokens": "tokens", "#exp": TTL_ATTRIBUTE},
+                "ExpressionAttributeNames": {"#tokens": "tokens", "#exp": QUOTA_TTL_ATTRIBUTE},
                 "ExpressionAttributeValues": {
                     ":delta": {"N": str(delta)},
-                    ":exp": {"N": str(_expires_at(window))},
+                    ":exp": {"N": str(expires_at(window))},
                 },
             }
         }
 
     def _already_settled(self, reservation: Reservation, item: Mapping[str, Any] | None) -> bool:
         """Why the marker refused: settled (False), gone (False), or another reservation."""
-        marker = item if item is not None else self._get(_marker_key(reservation.request_id))
+        marker = item if item is not None else self._get(marker_key(reservation.request_id))
         if marker is None:
             logger.warning("no reservation %s to settle (expired?)", reservation.request_id)
             return False
@@ -351,7 +307,7 @@ class QuotaStore:
 
     def usage(self, consumer: str, now: datetime | None = None) -> dict[str, int]:
         """Tokens counted in the consumer's current windows: ``{"day": n, "month": n}``."""
-        windows = _windows(consumer, _utc(now), None, None)
+        windows = windows_at(consumer, utc(now), None, None)
         tokens = self._read([window.key for window in windows])
         return {window.kind: tokens[window.key] for window in windows}
 
@@ -371,7 +327,7 @@ class QuotaStore:
         """One item by key, strongly consistent (only the ``projection`` attributes if any)."""
         request: dict[str, Any] = {
             "TableName": self._table,
-            "Key": {PARTITION_KEY: {"S": key}},
+            "Key": {QUOTA_PARTITION_KEY: {"S": key}},
             "ConsistentRead": True,
         }
         if projection:
@@ -444,58 +400,6 @@ def _cancellation_reasons(response: Mapping[str, Any], count: int) -> list[_Reas
 
 def _code(value: object) -> str | None:
     return None if value in (None, "", "None", "null") else str(value)
-
-
-# -- windows ----------------------------------------------------------------------------------
-
-
-def _utc(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return now.astimezone(UTC)
-
-
-def _windows(
-    consumer: str, at: datetime, day_limit: int | None, month_limit: int | None
-) -> tuple[Window, Window]:
-    """The day and month windows containing ``at`` (UTC), day first."""
-    day, month = at.strftime("%Y-%m-%d"), at.strftime("%Y-%m")
-    return (
-        Window("day", _counter_key(consumer, "day", day), day_limit, _period_end("day", day)),
-        Window("month", _counter_key(consumer, "month", month), month_limit,
-               _period_end("month", month)),
-    )  # fmt: skip
-
-
-def _window_from_key(key: str, tier: Tier) -> Window:
-    """Rebuild a stored counter key's window (consumer names may contain ``#``)."""
-    _, kind, period = key.rsplit("#", 2)
-    if kind == "day":
-        return Window("day", key, tier.tokens_per_day, _period_end("day", period))
-    if kind == "month":
-        return Window("month", key, tier.tokens_per_month, _period_end("month", period))
-    raise ValueError(f"not a counter key: {key!r}")
-
-
-def _period_end(kind: WindowKind, period: str) -> datetime:
-    if kind == "day":
-        return datetime.strptime(period, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1)
-    start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
-    return (start + timedelta(days=32)).replace(day=1)
-
-
-def _counter_key(consumer: str, kind: WindowKind, period: str) -> str:
-    return f"usage#{consumer}#{kind}#{period}"
-
-
-def _marker_key(request_id: str) -> str:
-    return f"request#{request_id}"
-
-
-def _expires_at(window: Window) -> int:
-    return int((window.resets_at + GRACE).timestamp())
 
 
 def _exceeded(

@@ -18,14 +18,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from llm_gateway.contract import QUOTA_TABLE_ENV, Tier
-from llm_gateway.quota import (
-    GRACE,
-    QuotaExceeded,
-    QuotaStore,
-    QuotaUnavailable,
-    Reservation,
-    _cancellation_reasons,
-)
+from llm_gateway.quota import QuotaStore, _cancellation_reasons
+from llm_gateway.quota_model import GRACE, QuotaExceeded, QuotaUnavailable, Reservation
 from local.dynamodb import create_quota_table, dynamodb_server
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

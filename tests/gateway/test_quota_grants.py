@@ -10,7 +10,8 @@ import boto3
 import pytest
 
 from llm_gateway.contract import Tier
-from llm_gateway.quota import QuotaExceeded, QuotaStore
+from llm_gateway.quota import QuotaStore
+from llm_gateway.quota_model import QuotaExceeded
 from llm_serving.quota_table import ITEM_ACTIONS
 from local.dynamodb import create_quota_table, dynamodb_server
 
