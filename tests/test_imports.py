@@ -97,3 +97,14 @@ def test_the_library_imports_no_app_wiring() -> None:
     imported = _external_imports(PACKAGES["llm_serving"])
     assert not imported & {"stacks", "app", "tests", "local", "bench"}
     assert "llm_gateway" in imported  # the wire contract, from the same distribution
+
+
+def test_the_library_reaches_the_runtime_only_through_the_contract() -> None:
+    crossing = {
+        target
+        for module, targets in _graph().items()
+        if module.startswith("llm_serving")
+        for target in targets
+        if target.startswith("llm_gateway")
+    }
+    assert crossing == {"llm_gateway.contract"}
