@@ -27,6 +27,7 @@ from llm_serving.config.gateway import (
     pascal_case,
 )
 from llm_serving.endpoint import LlmEndpoint
+from llm_serving.gateway_authorizer import key_authorizer
 from llm_serving.gateway_routes import (
     GatewayRoute,
     RouteBackend,
@@ -201,7 +202,15 @@ class StreamingGateway(Construct):
             removal_policy=self._log_removal_policy,
             key=self.logs_key,
         )
-        gateway_api.add_chat_methods(self.api, self.function)
+        self.authorizer = key_authorizer(
+            self,
+            cache_s=config.api.authorizer_cache_s,
+            architecture=self.function.architecture,
+            log_retention=self._log_retention,
+            removal_policy=self._log_removal_policy,
+            logs_key=self.logs_key,
+        )
+        gateway_api.add_chat_methods(self.api, self.function, self.authorizer)
         gateway_api.add_openai_gateway_responses(self.api)
         self.usage_plans: dict[str, apigateway.UsagePlan] = {
             name: self._usage_plan(name) for name in config.tiers

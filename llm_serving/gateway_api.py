@@ -57,7 +57,18 @@ GATEWAY_RESPONSES: list[tuple[apigateway.ResponseType, str, str, str, str | None
     (
         apigateway.ResponseType.INVALID_API_KEY,
         "401",
-        _quoted("Missing or invalid API key: send it in the x-api-key header."),
+        _quoted("Incorrect API key provided."),
+        "invalid_request_error",
+        "invalid_api_key",
+    ),
+    (
+        # The key authorizer found no key (or, with its cache on, no Authorization header).
+        apigateway.ResponseType.UNAUTHORIZED,
+        "401",
+        _quoted(
+            "You didn't provide an API key. Send it as Authorization: Bearer <key> (what the "
+            "OpenAI SDKs do with api_key)."
+        ),
         "invalid_request_error",
         "invalid_api_key",
     ),
@@ -143,9 +154,9 @@ ACCESS_LOG_FORMAT = (
 def streaming_rest_api(
     scope: Construct, *, access_log_group: logs.ILogGroup, account_cloudwatch_role: bool
 ) -> apigateway.RestApi:
-    """The Regional REST API (construct id ``Api``): API-key auth from the header, JSON access
-    logs, INFO execution logs without data trace, X-Ray; with the reasons for what cdk-nag and
-    checkov flag on it."""
+    """The Regional REST API (construct id ``Api``): API keys found by the key authorizer (key
+    source ``AUTHORIZER``), JSON access logs, INFO execution logs without data trace, X-Ray;
+    with the reasons for what cdk-nag and checkov flag on it."""
     api = apigateway.RestApi(
         scope,
         "Api",
@@ -154,7 +165,9 @@ def streaming_rest_api(
         rest_api_name=Stack.of(scope).stack_name,
         description="OpenAI-compatible streaming chat completions for self-hosted LLMs",
         endpoint_types=[apigateway.EndpointType.REGIONAL],
-        api_key_source_type=apigateway.ApiKeySourceType.HEADER,
+        # The key authorizer returns the client's key as usageIdentifierKey (Bearer or
+        # x-api-key); usage plans then match it as they would an x-api-key header.
+        api_key_source_type=apigateway.ApiKeySourceType.AUTHORIZER,
         cloud_watch_role=account_cloudwatch_role,
         cloud_watch_role_removal_policy=RemovalPolicy.RETAIN if account_cloudwatch_role else None,
         deploy_options=apigateway.StageOptions(
@@ -227,9 +240,14 @@ def execution_log_group(
     return group
 
 
-def add_chat_methods(api: apigateway.RestApi, function: lambda_.IFunction) -> None:
+def add_chat_methods(
+    api: apigateway.RestApi,
+    function: lambda_.IFunction,
+    authorizer: apigateway.IAuthorizer,
+) -> None:
     """``POST /v1/chat/completions`` (body shape checked) and ``GET /v1/models``, both
-    requiring an API key, streamed from ``function`` with a 15-minute timeout."""
+    requiring an API key found by ``authorizer``, streamed from ``function`` with a
+    15-minute timeout."""
     integration = apigateway.LambdaIntegration(
         function,
         proxy=True,
@@ -250,10 +268,13 @@ def add_chat_methods(api: apigateway.RestApi, function: lambda_.IFunction) -> No
         "POST",
         integration,
         api_key_required=True,
+        authorizer=authorizer,
         request_validator=validator,
         request_models={"application/json": chat_model},
     )
-    v1.add_resource("models").add_method("GET", integration, api_key_required=True)
+    v1.add_resource("models").add_method(
+        "GET", integration, api_key_required=True, authorizer=authorizer
+    )
 
 
 def add_openai_gateway_responses(api: apigateway.RestApi) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
+from llm_gateway.authorizer import key_from_headers
 from llm_gateway.contract import Consumer, ConsumerTable, Tier
 from llm_gateway.errors import GatewayError
 
@@ -48,21 +49,35 @@ def context_request_id(headers: Headers) -> str | None:
     return request_id if isinstance(request_id, str) else None
 
 
+def _local_caller(headers: Headers, table: ConsumerTable, local_consumer: str | None) -> Caller:
+    key = key_from_headers(headers)
+    name = key if key is not None else local_consumer
+    local = table.by_name(name) if name else None
+    if local is None:
+        message = (
+            "Incorrect API key provided (local keys are consumer names)."
+            if key is not None
+            else "No API key identity on this request."
+        )
+        raise _unauthorized(message)
+    return Caller(local, table.tier(local.tier), f"local-{uuid.uuid4().hex}")
+
+
 def identify(headers: Headers, table: ConsumerTable, local_consumer: str | None) -> Caller:
     """The caller of this request, from API Gateway's request context.
 
-    Without a request context (a local run: no API Gateway), ``local_consumer`` names the
-    consumer to act as; the deployed function never sets it, and in Lambda the adapter always
-    supplies a context, so the fallback cannot be reached there.
+    Without a request context (a local run: no API Gateway) the key a client sends the way
+    API Gateway accepts it (``Authorization: Bearer <key>`` or ``x-api-key``, read by the same
+    function as the authorizer) names the consumer, local keys being consumer names; with no
+    key, ``local_consumer`` is the consumer to act as. The deployed function never sets
+    ``local_consumer``, and in Lambda the adapter always supplies a context, so neither
+    fallback can be reached there.
     """
     contexts = headers.getlist(REQUEST_CONTEXT_HEADER)
     if len(contexts) > 1:
         raise _unauthorized("Ambiguous request context.")
     if not contexts:
-        local = table.by_name(local_consumer) if local_consumer else None
-        if local is None:
-            raise _unauthorized("No API key identity on this request.")
-        return Caller(local, table.tier(local.tier), f"local-{uuid.uuid4().hex}")
+        return _local_caller(headers, table, local_consumer)
     context = _context(contexts[0]) or {}
     identity = context.get("identity")
     if not isinstance(identity, dict) or "apiKeyId" not in identity:

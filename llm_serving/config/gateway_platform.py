@@ -168,6 +168,18 @@ class Api(_Strict):
             "per account and region, and the last stack to set it wins."
         ),
     )
+    authorizer_cache_s: int = Field(
+        300,
+        ge=0,
+        le=3600,
+        description=(
+            "How long API Gateway caches the key authorizer's answer per Authorization header "
+            "(its default 300; at most 3600). With caching, API Gateway requires every identity "
+            "source to be present and answers 401 without calling the authorizer otherwise, so "
+            "only `Authorization: Bearer <key>` is accepted; 0 turns caching off and also "
+            "accepts `x-api-key`, at the cost of one authorizer call per request."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

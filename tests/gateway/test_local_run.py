@@ -78,7 +78,7 @@ def test_readme_openai_example_prints_the_answer(local_gateway: str) -> None:
 def test_every_configured_model_is_served(local_gateway: str) -> None:
     import openai
 
-    client = openai.OpenAI(base_url=f"{local_gateway}/v1", api_key="local", max_retries=0)
+    client = openai.OpenAI(base_url=f"{local_gateway}/v1", api_key="default", max_retries=0)
     models = [m.id for m in client.models.list().data]
     assert models == ["deepseek-r1-distill-qwen-7b", "llama-2-13b-chat"]
     for model in models:
@@ -87,3 +87,25 @@ def test_every_configured_model_is_served(local_gateway: str) -> None:
         )
         assert reply.choices[0].finish_reason == "stop"
         assert reply.choices[0].message.content
+
+
+def test_keys_arrive_as_the_deployed_api_takes_them(local_gateway: str) -> None:
+    """Locally, keys are consumer names, read from ``Authorization: Bearer`` (the openai SDK's
+    api_key) or ``x-api-key``, by the same function as the deployed key authorizer."""
+    import httpx2 as httpx
+    import openai
+
+    chat = {"model": "deepseek-r1-distill-qwen-7b", "messages": [{"role": "user", "content": "hi"}]}
+    client = openai.OpenAI(base_url=f"{local_gateway}/v1", api_key="default")
+    assert client.chat.completions.create(**chat).choices[0].message.content  # type: ignore[call-overload]
+    with pytest.raises(openai.AuthenticationError) as raised:
+        openai.OpenAI(base_url=f"{local_gateway}/v1", api_key="nobody").models.list()
+    assert raised.value.code == "invalid_api_key"
+    response = httpx.post(
+        f"{local_gateway}/v1/chat/completions", json=chat, headers={"x-api-key": "default"}
+    )
+    assert response.status_code == 200, response.text
+    unknown = httpx.post(
+        f"{local_gateway}/v1/chat/completions", json=chat, headers={"x-api-key": "nobody"}
+    )
+    assert unknown.status_code == 401
