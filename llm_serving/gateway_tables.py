@@ -45,6 +45,7 @@ def backend(target: BackendTarget) -> Backend:
         prompt_template=config.gateway.prompt_template,
         custom_attributes=config.custom_attributes,
         max_tokens_default=config.gateway.max_tokens_default,
+        max_model_len=config.container.max_model_len,
         weight=target.weight,
     )
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from llm_gateway.errors import GatewayError
 
 if TYPE_CHECKING:
-    from llm_gateway.contract import Tier
+    from llm_gateway.contract import Route, Tier
     from llm_gateway.quota_model import QuotaExceeded, Window
     from llm_gateway.request import ChatRequest
     from llm_gateway.service import Outcome
@@ -33,6 +33,19 @@ def output_allowance(request: ChatRequest, tier: Tier | None) -> int | None:
     if request.output_limit is not None:
         return request.output_limit
     return tier.default_reservation if tier is not None else None
+
+
+def reserved_output(allowance: int | None, prompt: int, route: Route) -> int:
+    """Output tokens to reserve: the allowance, but never more than any of the route's models
+    could generate after the prompt (``max_model_len`` − the prompt estimate), so a
+    ``max_tokens`` beyond the context is not refused by a quota the model would never use up.
+    Whether the prompt fits is the model's call (it answers 400, relayed as is): the estimate
+    is too rough to refuse on."""
+    contexts = [b.max_model_len for b in route.backends if b.max_model_len is not None]
+    wanted = allowance or 0
+    if not contexts:
+        return wanted
+    return max(0, min(wanted, max(contexts) - prompt))
 
 
 def token_counts(outcome: Outcome, prompt: int) -> tuple[int, int]:

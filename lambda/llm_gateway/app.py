@@ -205,7 +205,8 @@ class Gateway:
         opening = asyncio.create_task(self._open(chat, route, caller, allowance, failed))
         prompt = admission.prompt_estimate(chat)
         try:
-            reservation = await self._reserve(caller, prompt + (allowance or 0))
+            reserved = admission.reserved_output(allowance, prompt, route)
+            reservation = await self._reserve(caller, prompt + reserved)
         except BaseException:
             await _abandon(opening)
             raise

@@ -107,6 +107,9 @@ class Backend(_Frozen):
     prompt_template: PromptTemplate | None = None
     custom_attributes: str | None = Field(None, max_length=1024)
     max_tokens_default: int = Field(gt=0, description="Output limit when a request sets none.")
+    max_model_len: int | None = Field(
+        None, gt=0, description="The model's context (prompt + output); bounds reservations."
+    )
     weight: int | None = Field(
         None,
         ge=0,

@@ -40,9 +40,9 @@ CONTENT = "Hello from the primary backend, all fine."
 TABLE = "quota"
 
 
-def _backend(name: str, weight: int | None = None) -> dict[str, Any]:
+def _backend(name: str, weight: int | None = None, context: int = 4096) -> dict[str, Any]:
     return {"name": name, "endpoint_name": f"ep-{name}", "format": "openai",
-            "max_tokens_default": 512, "weight": weight}  # fmt: skip
+            "max_tokens_default": 512, "max_model_len": context, "weight": weight}  # fmt: skip
 
 
 ROUTES: dict[str, Any] = {
@@ -53,7 +53,7 @@ ROUTES: dict[str, Any] = {
          "max_attempts": 2},
         {"model": "canary", "backends": [_backend("stable", 50), _backend("canary", 50)],
          "max_attempts": 1},
-        {"model": "private", "backends": [_backend("private")]},
+        {"model": "private", "backends": [_backend("private", context=200)]},
     ],
     "cooldown_failures": 2,
     "cooldown_s": 600,
@@ -227,6 +227,16 @@ def test_daily_token_quota_refuses_with_429_rate_limit_and_retry_after(stack: St
     used = first.json()["usage"]["total_tokens"]
     assert refused.headers["x-ratelimit-remaining-tokens"] == str(400 - used)
     assert stack.day("bob") == json.loads(first.text)["usage"]["total_tokens"]  # refusal: free
+
+
+def test_a_max_tokens_beyond_the_context_reserves_only_what_fits(stack: Stack) -> None:
+    """mallory has 300 tokens a month; the private model's context is 200 tokens. Asking for
+    max_tokens 1000 reserves only what the context leaves after the prompt, so the request is
+    served (unclamped, 1000 + the prompt would be a 429 the model could never have used)."""
+    stack.emulator.set_scenario("ep-private", Scenario(content="short answer", prompt_tokens=9))
+    served = stack.chat("key-mallory", model="private", max_tokens=1000)
+    assert served.status_code == 200, served.text
+    assert stack.month("mallory") == served.json()["usage"]["total_tokens"]
 
 
 def test_monthly_quota_refuses_with_insufficient_quota(stack: Stack) -> None:
