@@ -47,6 +47,11 @@ def vllm_env(
         args["reasoning-parser"] = container.reasoning_parser
     if container.max_num_seqs:
         args["max-num-seqs"] = container.max_num_seqs
+    if container.tool_calling is not None:
+        args["enable-auto-tool-choice"] = True
+        args["tool-call-parser"] = container.tool_calling.parser
+        if container.tool_calling.chat_template is not None:
+            args["chat-template"] = container.tool_calling.chat_template
     args.update(container.engine_args)
     env: dict[str, str] = {}
     for name, value in args.items():

@@ -22,6 +22,57 @@ class _ContainerBase(_Strict):
     )
 
 
+ModelFamily = Literal["qwen2", "qwen3", "llama3", "llama4", "mistral", "hermes"]
+
+# Which vLLM --tool-call-parser reads which model family's tool-call format (vLLM docs,
+# features/tool_calling: "Hermes Models (hermes)"; Qwen2.5 "can use the hermes parser";
+# "Llama Models (llama3_json)" with the tool_chat_template_llama3.1_json.jinja template;
+# Llama 4 "llama4_pythonic"; "Mistral Models (mistral)"; Qwen3-Coder "qwen3_coder").
+TOOL_PARSERS: dict[str, tuple[str, ...]] = {
+    "qwen2": ("hermes",),
+    "qwen3": ("hermes", "qwen3_coder"),
+    "llama3": ("llama3_json",),
+    "llama4": ("llama4_pythonic",),
+    "mistral": ("mistral",),
+    "hermes": ("hermes",),
+}
+# Families whose own chat template does not render tools the way the parser reads them.
+NEEDS_CHAT_TEMPLATE = frozenset({"llama3"})
+
+
+class ToolCalling(_Strict):
+    """vLLM's auto tool choice (``--enable-auto-tool-choice --tool-call-parser``), so that
+    ``tools`` with ``tool_choice: auto`` work (vLLM refuses them otherwise)."""
+
+    model_family: ModelFamily = Field(
+        description="Whose tool-call format the model emits; selects the valid parsers."
+    )
+    parser: str = Field(description="vLLM --tool-call-parser, valid for model_family.")
+    chat_template: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "vLLM --chat-template: a path inside the container or a Jinja template; required "
+            "for llama3 (vLLM ships examples/tool_chat_template_llama3.1_json.jinja)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _parser_reads_the_family(self) -> ToolCalling:
+        valid = TOOL_PARSERS[self.model_family]
+        if self.parser not in valid:
+            raise ValueError(
+                f"tool-call parser {self.parser!r} does not read {self.model_family} tool calls; "
+                f"fix: use {' or '.join(valid)}"
+            )
+        if self.model_family in NEEDS_CHAT_TEMPLATE and self.chat_template is None:
+            raise ValueError(
+                f"{self.model_family} needs a tool-calling chat template; fix: set "
+                "tool_calling.chat_template (e.g. vLLM's tool_chat_template_llama3.1_json.jinja)"
+            )
+        return self
+
+
 class VllmContainer(_ContainerBase):
     """AWS vLLM container: OpenAI-compatible server; every SM_VLLM_<FLAG> becomes --<flag>."""
 
@@ -30,6 +81,9 @@ class VllmContainer(_ContainerBase):
         None, description="vLLM --reasoning-parser, e.g. deepseek_r1 for reasoning_content."
     )
     max_num_seqs: int | None = Field(None, gt=0, description="Concurrent sequences per replica.")
+    tool_calling: ToolCalling | None = Field(
+        None, description="Serve tool calls (OpenAI tools / tool_choice); null: off."
+    )
     engine_args: dict[Annotated[str, Field(pattern=_ENGINE_ARG_PATTERN)], EngineArgValue] = Field(
         default_factory=dict, description="Further vLLM flags (kebab-case name → value)."
     )
