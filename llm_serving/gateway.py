@@ -194,6 +194,7 @@ class StreamingGateway(Construct):
             self,
             access_log_group=self.access_log_group,
             account_cloudwatch_role=config.api.account_cloudwatch_role,
+            cors_origins=config.api.cors_origins,
         )
         gateway_api.execution_log_group(
             self,
@@ -211,7 +212,7 @@ class StreamingGateway(Construct):
             logs_key=self.logs_key,
         )
         gateway_api.add_chat_methods(self.api, self.function, self.authorizer)
-        gateway_api.add_openai_gateway_responses(self.api)
+        gateway_api.add_openai_gateway_responses(self.api, cors=bool(config.api.cors_origins))
         self.usage_plans: dict[str, apigateway.UsagePlan] = {
             name: self._usage_plan(name) for name in config.tiers
         }

@@ -4,6 +4,7 @@ execution logs."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
@@ -12,6 +13,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from llm_gateway.contract import CORS_ALLOW_HEADERS
 from llm_serving._nag import acknowledge, skip_checkov
 
 STAGE_NAME = "api"
@@ -152,7 +154,11 @@ ACCESS_LOG_FORMAT = (
 
 
 def streaming_rest_api(
-    scope: Construct, *, access_log_group: logs.ILogGroup, account_cloudwatch_role: bool
+    scope: Construct,
+    *,
+    access_log_group: logs.ILogGroup,
+    account_cloudwatch_role: bool,
+    cors_origins: Sequence[str] = (),
 ) -> apigateway.RestApi:
     """The Regional REST API (construct id ``Api``): API keys found by the key authorizer (key
     source ``AUTHORIZER``), JSON access logs, INFO execution logs without data trace, X-Ray;
@@ -165,6 +171,17 @@ def streaming_rest_api(
         rest_api_name=Stack.of(scope).stack_name,
         description="OpenAI-compatible streaming chat completions for self-hosted LLMs",
         endpoint_types=[apigateway.EndpointType.REGIONAL],
+        # OPTIONS preflights, answered by API Gateway (mock integration, no key needed).
+        default_cors_preflight_options=(
+            apigateway.CorsOptions(
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=list(CORS_ALLOW_HEADERS),
+                max_age=Duration.minutes(10),
+            )
+            if cors_origins
+            else None
+        ),
         # The key authorizer returns the client's key as usageIdentifierKey (Bearer or
         # x-api-key); usage plans then match it as they would an x-api-key header.
         api_key_source_type=apigateway.ApiKeySourceType.AUTHORIZER,
@@ -277,12 +294,14 @@ def add_chat_methods(
     )
 
 
-def add_openai_gateway_responses(api: apigateway.RestApi) -> None:
-    """API Gateway's own errors in OpenAI's ``{"error": {...}}`` format."""
+def add_openai_gateway_responses(api: apigateway.RestApi, *, cors: bool = False) -> None:
+    """API Gateway's own errors in OpenAI's ``{"error": {...}}`` format (readable from any
+    browser origin when ``cors``: they carry no data)."""
     for response_type, status, message, error_type, code in GATEWAY_RESPONSES:
         api.add_gateway_response(
             f"{response_type.response_type.title().replace('_', '')}Response",
             type=response_type,
             status_code=status or None,
             templates={"application/json": _error_body(message, error_type, code)},
+            response_headers={"Access-Control-Allow-Origin": "'*'"} if cors else None,
         )

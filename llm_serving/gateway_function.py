@@ -15,6 +15,7 @@ from constructs import Construct
 from llm_gateway.contract import (
     CONNECT_TIMEOUT_ENV,
     CONSUMERS_ENV,
+    CORS_ORIGINS_ENV,
     MAX_REQUEST_BYTES_ENV,
     METRIC_NAMESPACE_ENV,
     QUOTA_TABLE_ENV,
@@ -62,6 +63,7 @@ def function_environment(
         READ_TIMEOUT_ENV: str(config.upstream.read_timeout_s),
         METRIC_NAMESPACE_ENV: namespace,
         SERVICE_NAME_ENV: service_name,
+        CORS_ORIGINS_ENV: ",".join(config.api.cors_origins),
     }
     if consumers is not None:
         env[CONSUMERS_ENV] = consumers

@@ -679,6 +679,7 @@ def test_function_environment(gateway_template: Template) -> None:
         "LLM_GATEWAY_MAX_REQUEST_BYTES",
         "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S",
         "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S",
+        "LLM_GATEWAY_CORS_ORIGINS",
         "POWERTOOLS_METRICS_NAMESPACE",
         "POWERTOOLS_SERVICE_NAME",
     }

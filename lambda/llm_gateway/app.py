@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llm_gateway import admission
+from llm_gateway.contract import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS
 from llm_gateway.errors import GatewayError, client_disconnected, internal_error, model_not_found
 from llm_gateway.identity import Caller, context_request_id, identify
 from llm_gateway.quota import QuotaStore
@@ -259,6 +262,23 @@ class Gateway:
         return JSONResponse({"object": "list", "data": data})
 
 
+def _cors(origins: tuple[str, ...]) -> list[Middleware]:
+    """Browser clients on ``origins`` may read responses (the preflight is API Gateway's);
+    none when CORS is off."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
+            max_age=600,
+        )
+    ]
+
+
 def create_app(
     settings: Settings,
     invoker: Invoker,
@@ -288,6 +308,7 @@ def create_app(
         return _error_response(internal_error())
 
     app = Starlette(
+        middleware=_cors(settings.cors_origins),
         routes=[
             Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
             Route("/v1/models", gateway.list_models, methods=["GET"]),

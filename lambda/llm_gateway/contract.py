@@ -25,6 +25,16 @@ CONNECT_TIMEOUT_ENV: Final = "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S"
 READ_TIMEOUT_ENV: Final = "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S"
 LOCAL_CONSUMER_ENV: Final = "LLM_GATEWAY_LOCAL_CONSUMER"
 """Local runs only (no API Gateway, so no request context): act as this consumer."""
+CORS_ORIGINS_ENV: Final = "LLM_GATEWAY_CORS_ORIGINS"
+"""Comma-separated browser origins allowed to read responses ("" : CORS off; "*": any)."""
+CORS_ALLOW_HEADERS: Final = ("authorization", "content-type", "x-api-key")
+CORS_EXPOSE_HEADERS: Final = (
+    "retry-after",
+    "x-llm-backend",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
 METRIC_NAMESPACE_ENV: Final = "POWERTOOLS_METRICS_NAMESPACE"
 SERVICE_NAME_ENV: Final = "POWERTOOLS_SERVICE_NAME"
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llm_gateway.contract import (
     CONNECT_TIMEOUT_ENV,
     CONSUMERS_ENV,
+    CORS_ORIGINS_ENV,
     LOCAL_CONSUMER_ENV,
     MAX_REQUEST_BYTES_ENV,
     QUOTA_TABLE_ENV,
@@ -38,6 +39,7 @@ class Settings(BaseModel):
     upstream_read_timeout_s: float = Field(
         120.0, gt=0, description="Longest silence between two upstream bytes."
     )
+    cors_origins: tuple[str, ...] = Field((), description="Browser origins; (): CORS off.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -55,6 +57,8 @@ class Settings(BaseModel):
         for key, env in (("quota_table", QUOTA_TABLE_ENV), ("local_consumer", LOCAL_CONSUMER_ENV)):
             if environ.get(env):
                 values[key] = environ[env]
+        origins = environ.get(CORS_ORIGINS_ENV, "")
+        values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         try:
             values["routes"] = json.loads(raw_routes)
             if environ.get(CONSUMERS_ENV):

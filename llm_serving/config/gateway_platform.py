@@ -4,12 +4,13 @@ function, request limits, upstream timeouts and account-level API settings."""
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -166,6 +167,17 @@ class Api(_Strict):
             "Create API Gateway's account-wide CloudWatch Logs role (needed for execution "
             "logs). Set false if the account already has one set up elsewhere: there is one "
             "per account and region, and the last stack to set it wins."
+        ),
+    )
+    cors_origins: tuple[
+        Annotated[str, StringConstraints(pattern=r"^(\*|https?://[A-Za-z0-9.-]+(:\d+)?)$")], ...
+    ] = Field(
+        (),
+        description=(
+            "Browser origins (scheme://host[:port], or * for any) allowed to call the API "
+            "directly: API Gateway answers the CORS preflight, the function adds the headers "
+            "for these origins, and API Gateway's own error responses carry "
+            "Access-Control-Allow-Origin: * (they hold no data). Empty: CORS off."
         ),
     )
     authorizer_cache_s: int = Field(
