@@ -16,6 +16,13 @@ The upstream formats (``X-Amzn-SageMaker-Content-Type`` of the streamed bytes) a
     and, when ``parameters.details`` is set, ``details: {finish_reason, generated_tokens, seed,
     input_length}``.
 
+OpenAI-format scenarios can also script what vLLM streams for tool calling (``tool_calls``:
+each call's ``index``/``id``/``type``/``function.name`` in one chunk, then its
+``function.arguments`` in pieces of ``tool_arguments_piece`` characters, the last piece riding
+on the ``finish_reason`` chunk), usage details (``cached_tokens``, ``reasoning_tokens``), a
+structured-output answer (``content_json``: the content is that JSON), and per-token
+``logprobs`` when the request asks for them.
+
 This module is pure: :func:`stream_steps` plans the writes and faults, the emulator times them.
 """
 
@@ -41,6 +48,16 @@ StreamException = Literal["ModelStreamError", "InternalStreamFailure"]
 _LOG_PROB = -0.1
 _FIRST_TOKEN_ID = 1000
 _TOKEN_RE = re.compile(r"\s*(?:[0-9A-Za-z_']+|[^\s0-9A-Za-z_'])|\s+")
+
+
+class ScriptedToolCall(BaseModel):
+    """One tool call the model makes (openai format)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    arguments: str = Field("{}", description="The arguments' JSON text, streamed in pieces.")
+    id: str | None = Field(None, description="Default: chatcmpl-tool-<hex>, as vLLM.")
 
 
 class Scenario(BaseModel):
@@ -70,7 +87,22 @@ class Scenario(BaseModel):
         None, description="X-Amzn-SageMaker-Content-Type override; default follows the format."
     )
     prompt_tokens: int = Field(12, ge=0)
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: Literal["stop", "length", "tool_calls"] = "stop"
+    content_json: Any = Field(
+        None, description="Answer with this value as compact JSON text (structured output)."
+    )
+    tool_calls: tuple[ScriptedToolCall, ...] = Field(
+        (), description="Tool calls streamed after the content, as vLLM does (openai only)."
+    )
+    tool_arguments_piece: int = Field(
+        3, ge=1, description="Characters of function.arguments per streamed chunk."
+    )
+    cached_tokens: int | None = Field(
+        None, ge=0, description="usage.prompt_tokens_details.cached_tokens (openai only)."
+    )
+    reasoning_tokens: int | None = Field(
+        None, ge=0, description="usage.completion_tokens_details.reasoning_tokens (openai only)."
+    )
 
     error_before_stream: PreStreamError | None = None
     error_status: int | None = Field(
@@ -94,7 +126,16 @@ class Scenario(BaseModel):
     def _check_fault_fits_format(self) -> Self:
         if self.fault == "finish_error" and self.format == "tgi":
             raise ValueError("fault='finish_error' exists only for the openai and lmi formats")
+        if self.format != "openai" and (self.tool_calls or self.finish_reason == "tool_calls"):
+            raise ValueError("tool calls exist only for the openai format")
         return self
+
+    @property
+    def answer(self) -> str:
+        """The generated content: ``content_json`` as JSON text when set, else ``content``."""
+        if self.content_json is not None:
+            return json.dumps(self.content_json, ensure_ascii=False, separators=(",", ":"))
+        return self.content
 
     @property
     def is_sse(self) -> bool:
@@ -146,7 +187,7 @@ def tokenize(text: str) -> list[str]:
 
 def _plan_tokens(scenario: Scenario) -> list[_Token]:
     reasoning = [_Token(t, True) for t in tokenize(scenario.reasoning)]
-    content = [_Token(t, False) for t in tokenize(scenario.content)]
+    content = [_Token(t, False) for t in tokenize(scenario.answer)]
     if reasoning and scenario.format != "openai":
         reasoning = [_Token("<think>", True), *reasoning, _Token("</think>", True)]
     return reasoning + content
@@ -155,8 +196,8 @@ def _plan_tokens(scenario: Scenario) -> list[_Token]:
 def full_text(scenario: Scenario) -> str:
     """The generated text as lmi/tgi report it (reasoning inlined as ``<think>…</think>``)."""
     if scenario.reasoning:
-        return f"<think>{scenario.reasoning}</think>{scenario.content}"
-    return scenario.content
+        return f"<think>{scenario.reasoning}</think>{scenario.answer}"
+    return scenario.answer
 
 
 def _dumps(obj: Any, *, compact: bool) -> str:
@@ -178,6 +219,45 @@ def _wants_usage(request: Mapping[str, Any]) -> bool:
 def _model_name(request: Mapping[str, Any]) -> str:
     model = request.get("model")
     return model if isinstance(model, str) and model else "emulator"
+
+
+def _wants_logprobs(request: Mapping[str, Any]) -> bool:
+    return request.get("logprobs") is True
+
+
+def _token_logprobs(text: str, top: int) -> dict[str, Any]:
+    entry = {"token": text, "logprob": _LOG_PROB, "bytes": list(text.encode())}
+    return {"content": [{**entry, "top_logprobs": [entry] * top}]}
+
+
+def tool_call_pieces(scenario: Scenario) -> list[dict[str, Any]]:
+    """The ``delta.tool_calls`` items vLLM streams for the scenario's calls, in order: per
+    call, the header (index, id, type, name), then the arguments in pieces."""
+    pieces: list[dict[str, Any]] = []
+    size = scenario.tool_arguments_piece
+    for index, call in enumerate(scenario.tool_calls):
+        call_id = call.id or f"chatcmpl-tool-{uuid.uuid4().hex}"
+        pieces.append(
+            {"id": call_id, "type": "function", "index": index, "function": {"name": call.name}}
+        )
+        for start in range(0, len(call.arguments), size):
+            piece = call.arguments[start : start + size]
+            pieces.append({"index": index, "function": {"arguments": piece}})
+    return pieces
+
+
+def _usage(scenario: Scenario, completion: int) -> dict[str, Any]:
+    prompt = scenario.prompt_tokens
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+    }
+    if scenario.cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": scenario.cached_tokens}
+    if scenario.reasoning_tokens is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": scenario.reasoning_tokens}
+    return usage
 
 
 def _native_finish(scenario: Scenario) -> str:
@@ -204,6 +284,10 @@ class _Writer:
     def closing(self, emitted: list[_Token]) -> list[Step]:
         return []
 
+    def after_tokens(self) -> list[Step]:
+        """Writes after the text tokens and before the closing (tool calls)."""
+        return []
+
     def inband_error(self) -> list[Step]:
         raise NotImplementedError
 
@@ -217,6 +301,7 @@ class _OpenAIWriter(_Writer):
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = _model_name(request)
+        self.tool_pieces = tool_call_pieces(scenario)
 
     def line(self, obj: Any) -> bytes:
         text = _dumps(obj, compact=True)
@@ -236,8 +321,13 @@ class _OpenAIWriter(_Writer):
             }
         )
 
-    def choice(self, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None}
+    def choice(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        logprobs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": logprobs}
         choice["finish_reason"] = finish_reason
         if finish_reason is not None:
             choice["stop_reason"] = None
@@ -253,19 +343,26 @@ class _OpenAIWriter(_Writer):
 
     def token(self, index: int, tok: _Token, *, last: bool, emitted: list[_Token]) -> bytes:
         field = self.scenario.reasoning_field if tok.reasoning else "content"
-        return self.chunk([self.choice({field: tok.text})])
+        logprobs = None
+        if _wants_logprobs(self.request):
+            top = self.request.get("top_logprobs")
+            logprobs = _token_logprobs(tok.text, top if isinstance(top, int) else 0)
+        return self.chunk([self.choice({field: tok.text}, logprobs=logprobs)])
+
+    def after_tokens(self) -> list[Step]:
+        # Every piece but the last in its own chunk; the last rides on the finish chunk.
+        return [
+            Write(self.chunk([self.choice({"tool_calls": [piece]})]), token=True)
+            for piece in self.tool_pieces[:-1]
+        ]
 
     def closing(self, emitted: list[_Token]) -> list[Step]:
-        steps: list[Step] = [
-            Write(self.chunk([self.choice({"content": ""}, self.scenario.finish_reason)]))
-        ]
+        last: dict[str, Any] = {"content": ""}
+        if self.tool_pieces:
+            last = {"tool_calls": self.tool_pieces[-1:]}
+        steps: list[Step] = [Write(self.chunk([self.choice(last, self.scenario.finish_reason)]))]
         if _wants_usage(self.request):
-            prompt, completion = self.scenario.prompt_tokens, len(emitted)
-            usage = {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            }
+            usage = _usage(self.scenario, len(emitted) + len(self.tool_pieces))
             steps.append(Write(self.chunk([], usage=usage)))
         return steps + self.done()
 
@@ -421,7 +518,7 @@ def stream_steps(scenario: Scenario, request: Mapping[str, Any] | None = None) -
         steps.append(Write(writer.token(i, tok, last=last, emitted=emitted), token=True))
     if faulting:
         return steps + _fault_steps(writer, emitted)
-    return steps + writer.closing(emitted)
+    return steps + writer.after_tokens() + writer.closing(emitted)
 
 
 def render_body(scenario: Scenario, request: Mapping[str, Any] | None = None) -> bytes:
@@ -430,9 +527,20 @@ def render_body(scenario: Scenario, request: Mapping[str, Any] | None = None) ->
     tokens = _plan_tokens(scenario)
     details = _params(request).get("details") is True
     if scenario.format == "openai":
-        prompt, completion = scenario.prompt_tokens, len(tokens)
-        message: dict[str, Any] = {"role": "assistant", "content": scenario.content}
+        pieces = tool_call_pieces(scenario)
+        content = scenario.answer if scenario.answer or not pieces else None
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         message[scenario.reasoning_field] = scenario.reasoning or None
+        message["tool_calls"] = [
+            {
+                "id": piece["id"],
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for piece, call in zip(
+                (p for p in pieces if "id" in p), scenario.tool_calls, strict=True
+            )
+        ]
         body: Any = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -447,11 +555,7 @@ def render_body(scenario: Scenario, request: Mapping[str, Any] | None = None) ->
                     "stop_reason": None,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
+            "usage": _usage(scenario, len(tokens) + len(pieces)),
         }
         return _dumps(body, compact=True).encode()
     token_dicts = [

@@ -174,6 +174,9 @@ class Gateway:
         async def finish(outcome: Outcome) -> None:
             input_tokens, output_tokens = admission.token_counts(outcome, prompt)
             telemetry.input_tokens, telemetry.output_tokens = input_tokens, output_tokens
+            if outcome.usage is not None:
+                telemetry.cached_tokens = outcome.usage.cached_tokens
+                telemetry.reasoning_tokens = outcome.usage.reasoning_tokens
             if outcome.error is not None:
                 telemetry.fail(outcome.error.status, outcome.error.code)
             await self._settle(reservation, input_tokens + output_tokens)

@@ -8,6 +8,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from llm_gateway.adapters import Delta, Usage
     from llm_gateway.errors import GatewayError
 
@@ -18,12 +20,47 @@ def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-def usage_dict(usage: Usage) -> dict[str, int]:
-    return {
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    """OpenAI's ``usage``, with the token details the backend reported (only those)."""
+    body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached_tokens is not None:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens is not None:
+        body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return body
+
+
+def merge_tool_calls(pieces: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Streamed ``tool_calls`` delta items → a message's ``tool_calls``: one call per
+    ``index`` (in index order), its ``id``/``type``/``name`` from the first piece carrying
+    them, its ``arguments`` the concatenation of every piece's."""
+    calls: dict[int, dict[str, Any]] = {}
+    for piece in pieces:
+        index = piece.get("index", 0)
+        index = index if isinstance(index, int) else 0
+        call = calls.setdefault(
+            index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        if call["id"] is None and isinstance(piece.get("id"), str):
+            call["id"] = piece["id"]
+        if isinstance(piece.get("type"), str):
+            call["type"] = piece["type"]
+        function = piece.get("function")
+        if isinstance(function, dict):
+            name, arguments = function.get("name"), function.get("arguments")
+            if isinstance(name, str) and not call["function"]["name"]:
+                call["function"]["name"] = name
+            if isinstance(arguments, str):
+                call["function"]["arguments"] += arguments
+    merged = [calls[index] for index in sorted(calls)]
+    for call in merged:
+        if call["id"] is None:
+            call["id"] = f"call_{uuid.uuid4().hex[:24]}"
+    return merged
 
 
 class ChunkWriter:
@@ -54,7 +91,14 @@ class ChunkWriter:
             body["reasoning_content"] = delta.reasoning
         if delta.content:
             body["content"] = delta.content
-        choice = {"index": 0, "delta": body, "logprobs": None, "finish_reason": delta.finish_reason}
+        if delta.tool_calls:
+            body["tool_calls"] = list(delta.tool_calls)
+        choice = {
+            "index": 0,
+            "delta": body,
+            "logprobs": delta.logprobs,
+            "finish_reason": delta.finish_reason,
+        }
         return _sse(self._chunk([choice]))
 
     def usage(self, usage: Usage) -> bytes:
@@ -73,18 +117,30 @@ def completion(
     reasoning: str,
     finish_reason: str,
     usage: Usage | None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A non-streaming ``chat.completion`` aggregated from a stream."""
+    """A non-streaming ``chat.completion`` aggregated from a stream (``logprobs``: the
+    streamed ``logprobs.content`` entries, in order)."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning:
         message["reasoning_content"] = reasoning
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+        if not content:
+            message["content"] = None  # as OpenAI (and vLLM) answer a pure tool call
     body: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": {"content": logprobs} if logprobs else None,
+                "finish_reason": finish_reason,
+            }
         ],
     }
     if usage is not None:

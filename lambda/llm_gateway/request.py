@@ -9,7 +9,7 @@ a ``GatewayError`` (status 400, type ``invalid_request_error``) whose message, `
   ``Invalid type for 'max_tokens': expected an integer, but got a string instead.``,
   ``Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3
   instead.``, ``Invalid 'stop': array too long. ...``, ``Unrecognized request argument supplied:
-  foo``, ``Unsupported parameter: 'tools' is not supported by this gateway.``.
+  foo``, ``Unsupported parameter: 'logit_bias' is not supported by this gateway.``.
 * Codes are OpenAI's: ``missing_required_parameter``, ``invalid_type``, ``invalid_value``,
   ``empty_array``, ``empty_string``, ``array_above_max_length``, ``integer_below_min_value``,
   ``decimal_above_max_value``, ``unsupported_parameter``, ``unsupported_value``, ... and null
@@ -20,10 +20,20 @@ internals (pydantic messages or URLs, tracebacks) ever reach the client.
 
 Rules beyond plain typing (where the gateway had to choose, the choice is stated here):
 
-* Known OpenAI features this gateway cannot honour (``tools``, ``response_format``,
-  ``logprobs``, ``n`` > 1, image/audio parts, ``tool`` messages, ...) are rejected rather than
-  ignored, so nothing is silently dropped. An explicit ``null`` for any of them (and ``false``
-  for ``logprobs``/``store``, their defaults) means "not used" and is accepted.
+* Known OpenAI features this gateway cannot honour (``logit_bias``, ``audio``, ``n`` > 1,
+  image/audio parts, ``function`` messages, ...) are rejected rather than ignored, so nothing
+  is silently dropped. An explicit ``null`` for any of them (and ``false`` for ``store``, its
+  default) means "not used" and is accepted. ``n`` > 1 is refused because token quotas reserve
+  output for one completion and the stream relay carries a single choice.
+* Tool calling (``tools``, ``tool_choice``, ``parallel_tool_calls``, ``tool`` messages,
+  assistant ``tool_calls``), ``response_format``, ``reasoning_effort``, ``logprobs`` and
+  ``top_logprobs`` are validated for shape only (a JSON schema or a function's ``parameters``
+  is any object) and forwarded unchanged to OpenAI-format backends; backends that take a plain
+  prompt refuse them per request (``adapters``: ``unsupported``), since routing picks the
+  backend after validation. ``tool_choice`` (other than ``"none"``) needs ``tools``, and a
+  named choice must name one of them; ``top_logprobs`` needs ``"logprobs": true``.
+* A ``tool`` message needs ``tool_call_id`` and content; an ``assistant`` message may omit
+  content (or send ``null``) only when it carries ``tool_calls``.
 * ``stream_options`` only with ``"stream": true`` (as OpenAI).
 * ``max_tokens`` and ``max_completion_tokens`` are each 1 … 2³¹−1; if both are sent they must be
   equal (a client sending both for compatibility is fine; two different limits are ambiguous).
@@ -58,6 +68,7 @@ from llm_gateway.errors import invalid_request
 from llm_gateway.request_errors import (
     GATEWAY_ERROR,
     TAG_LIST,
+    TAG_OBJECT,
     TAG_TEXT,
     UNSUPPORTED_ROLES,
     clip,
@@ -73,11 +84,18 @@ __all__ = [
     "MAX_MESSAGES",
     "MAX_OUTPUT_TOKENS",
     "MAX_STOP_SEQUENCES",
+    "MAX_TOOLS",
     "UNSUPPORTED_PARAMETERS",
     "ChatMessage",
     "ChatRequest",
+    "FunctionDefinition",
+    "JSONSchemaFormat",
+    "NamedToolChoice",
+    "ResponseFormat",
     "StreamOptions",
     "TextPart",
+    "Tool",
+    "ToolCall",
     "parse_chat_request",
 ]
 
@@ -91,6 +109,10 @@ MAX_OUTPUT_TOKENS: Final = 2**31 - 1
 """Upper bound for ``max_tokens``/``max_completion_tokens``: what a backend's int32 can hold."""
 MAX_MODEL_LENGTH: Final = 256
 """Longest ``model`` accepted; matches the route table's alias limit."""
+MAX_TOOLS: Final = 128
+"""OpenAI's limit on ``tools``."""
+MAX_TOP_LOGPROBS: Final = 20
+"""OpenAI's (and vLLM's default) limit on ``top_logprobs``."""
 
 _SEED_MIN: Final = -(2**63)
 _SEED_MAX: Final = 2**63 - 1
@@ -101,32 +123,25 @@ UNSUPPORTED_PARAMETERS: Final = frozenset(
         "function_call",
         "functions",
         "logit_bias",
-        "logprobs",
         "metadata",
         "modalities",
-        "parallel_tool_calls",
         "prediction",
-        "reasoning_effort",
-        "response_format",
         "service_tier",
         "store",
-        "tool_choice",
-        "tools",
-        "top_logprobs",
         "web_search_options",
     }
 )
 """Top-level OpenAI parameters the gateway knows but cannot honour: rejected, never ignored."""
 
-_FALSE_IS_DEFAULT: Final = frozenset({"logprobs", "store"})
+_FALSE_IS_DEFAULT: Final = frozenset({"store"})
 """Unsupported parameters whose ``false`` is their default, so harmless to accept."""
 
-_UNSUPPORTED_MESSAGE_FIELDS: Final = frozenset(
-    {"audio", "function_call", "refusal", "tool_call_id", "tool_calls"}
-)
+_UNSUPPORTED_MESSAGE_FIELDS: Final = frozenset({"audio", "function_call", "refusal"})
 
-Role = Literal["system", "developer", "user", "assistant"]
-"""Message roles the gateway accepts (``tool``/``function`` are rejected as unsupported)."""
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+"""Message roles the gateway accepts (``function`` is rejected as unsupported)."""
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+"""OpenAI's ``reasoning_effort`` values (the backend decides which it honours)."""
 
 
 def _rule(message: str, *, code: str | None, field: str | None = None) -> PydanticCustomError:
@@ -159,6 +174,14 @@ def _str_or_list(value: Any) -> str | None:
         return TAG_TEXT
     if isinstance(value, list):
         return TAG_LIST
+    return None
+
+
+def _str_or_object(value: Any) -> str | None:
+    if isinstance(value, str):
+        return TAG_TEXT
+    if isinstance(value, dict):
+        return TAG_OBJECT
     return None
 
 
@@ -202,19 +225,152 @@ Stop = Annotated[
 """``stop``: a non-empty string, or an array of 1 … 4 non-empty strings."""
 
 
+JSONObject = dict[str, Any]
+"""Any JSON object, not looked into (a JSON schema, a function's ``parameters``)."""
+
+
+class FunctionCall(_Frozen):
+    """``tool_calls[].function`` of an assistant message: the name and the arguments (a JSON
+    text, passed on as sent)."""
+
+    name: NonEmptyText
+    arguments: Text
+
+
+class ToolCall(_Frozen):
+    """One call an assistant message made (echoed back by the client in the next turn)."""
+
+    id: NonEmptyText
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessage(_Frozen):
-    """One chat message: a role and text content (a string or text parts)."""
+    """One chat message: a role and text content (a string or text parts); an assistant's
+    ``tool_calls`` or a tool result's ``tool_call_id``."""
 
     role: Role
-    content: Content
+    content: Content | None = None
     name: Text | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: NonEmptyText | None = None
+
+    @model_validator(mode="after")
+    def _fields_fit_the_role(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            if "content" not in self.model_fields_set:
+                raise _rule(
+                    "Missing required parameter: '{param}'.",
+                    code="missing_required_parameter",
+                    field="content",
+                )
+            raise _rule(
+                "Invalid type for '{param}': expected one of a string or array of objects, but"
+                " got null instead.",
+                code="invalid_type",
+                field="content",
+            )
+        if self.role == "tool" and self.tool_call_id is None:
+            raise _rule(
+                "Missing required parameter: '{param}'.",
+                code="missing_required_parameter",
+                field="tool_call_id",
+            )
+        if self.role != "tool" and self.tool_call_id is not None:
+            raise _rule(
+                "Invalid parameter: '{param}' is only allowed on messages with role 'tool'.",
+                code="invalid_value",
+                field="tool_call_id",
+            )
+        if self.role != "assistant" and self.tool_calls is not None:
+            raise _rule(
+                "Invalid parameter: '{param}' is only allowed on messages with role 'assistant'.",
+                code="invalid_value",
+                field="tool_calls",
+            )
+        return self
 
     @property
     def text(self) -> str:
-        """The content as one string: the string itself, or the text parts joined with ``""``."""
+        """The content as one string: the string itself, or the text parts joined with ``""``
+        (``""`` for an assistant message that only calls tools)."""
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+
+class FunctionDefinition(_Frozen):
+    """``tools[].function``: what the model may call; ``parameters`` is any JSON schema."""
+
+    name: NonEmptyText
+    description: Text | None = None
+    parameters: JSONObject | None = None
+    strict: bool | None = None
+
+
+class Tool(_Frozen):
+    """One entry of ``tools`` (function tools only, as vLLM)."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Frozen):
+    name: NonEmptyText
+
+
+class NamedToolChoice(_Frozen):
+    """``tool_choice: {"type": "function", "function": {"name": ...}}``."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+_ToolChoiceMode = Annotated[Literal["none", "auto", "required"], Tag(TAG_TEXT)]
+ToolChoice = Annotated[
+    _ToolChoiceMode | Annotated[NamedToolChoice, Tag(TAG_OBJECT)],
+    Discriminator(
+        _str_or_object,
+        custom_error_type="invalid_type",
+        custom_error_message="one of a string or object",  # "expected ..."
+    ),
+]
+"""``tool_choice``: ``"none"``, ``"auto"``, ``"required"`` or a named function."""
+
+
+class JSONSchemaFormat(_Frozen):
+    """``response_format.json_schema``: a name and any JSON schema."""
+
+    name: NonEmptyText
+    description: Text | None = None
+    schema_: JSONObject | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Frozen):
+    """``response_format``: ``text``, ``json_object``, or ``json_schema`` with its schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise _rule(
+                "Missing required parameter: '{param}'.",
+                code="missing_required_parameter",
+                field="json_schema",
+            )
+        if self.type != "json_schema" and self.json_schema is not None:
+            raise _rule(
+                "Invalid parameter: '{param}' is only allowed when 'response_format.type' is"
+                " 'json_schema'.",
+                code="invalid_value",
+                field="json_schema",
+            )
+        return self
 
 
 class StreamOptions(_Frozen):
@@ -242,14 +398,22 @@ class ChatRequest(_Frozen):
     seed: Annotated[int, Field(ge=_SEED_MIN, le=_SEED_MAX)] | None = None
     user: Text | None = None
     n: Annotated[int, Field(ge=1, le=128)] | None = None
+    tools: Annotated[list[Tool], Field(min_length=1, max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
 
     @field_validator("n")
     @classmethod
     def _only_one_choice(cls, n: int | None) -> int | None:
         if n is not None and n != 1:
             raise _rule(
-                f"Unsupported value: 'n' does not support {n} with this gateway. "
-                "Only the default (1) value is supported.",
+                f"Unsupported value: 'n' does not support {n} with this gateway: token quotas"
+                " reserve output for one completion and the stream relay carries a single"
+                " choice. Only the default (1) value is supported.",
                 code="unsupported_value",
             )
         return n
@@ -280,7 +444,36 @@ class ChatRequest(_Frozen):
                 code="invalid_value",
                 field="messages",
             )
+        self._check_tool_choice()
+        if self.top_logprobs is not None and not self.logprobs:
+            raise _rule(
+                "Invalid value for 'top_logprobs': 'logprobs' must be set to true when"
+                " 'top_logprobs' is used.",
+                code="invalid_value",
+                field="top_logprobs",
+            )
         return self
+
+    def _check_tool_choice(self) -> None:
+        choice = self.tool_choice
+        if choice is None or choice == "none":
+            return
+        if self.tools is None:
+            raise _rule(
+                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools'"
+                " are specified.",
+                code="invalid_value",
+                field="tool_choice",
+            )
+        if isinstance(choice, NamedToolChoice):
+            names = {tool.function.name for tool in self.tools}
+            if choice.function.name not in names:
+                raise _rule(
+                    f"Invalid value for 'tool_choice': no function named"
+                    f" '{clip(choice.function.name)}' in 'tools'.",
+                    code="invalid_value",
+                    field="tool_choice.function.name",
+                )
 
     @property
     def output_limit(self) -> int | None:

@@ -3,6 +3,7 @@ messages, ``param`` paths and codes (see :mod:`llm_gateway.request` for the rule
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -11,12 +12,15 @@ from pydantic_core import ErrorDetails
 
 from llm_gateway.errors import GatewayError, invalid_request
 
-UNSUPPORTED_ROLES: Final = frozenset({"tool", "function"})
+UNSUPPORTED_ROLES: Final = frozenset({"function"})
 UNSUPPORTED_PART_TYPES: Final = frozenset({"image_url", "input_audio", "file", "refusal"})
-ROLES: Final[tuple[str, ...]] = ("system", "developer", "user", "assistant")
 TAG_TEXT: Final = "$text"
 TAG_LIST: Final = "$list"
-UNION_TAGS: Final = frozenset({TAG_TEXT, TAG_LIST})
+TAG_OBJECT: Final = "$object"
+UNION_TAGS: Final = frozenset({TAG_TEXT, TAG_LIST, TAG_OBJECT})
+_UNION_FIELDS: Final = frozenset({"content", "stop", "tool_choice"})
+"""Fields validated as tagged unions: pydantic puts the tag right after them in a ``loc``."""
+_QUOTED: Final = re.compile(r"'((?:[^'\\]|\\.)*)'")
 GATEWAY_ERROR: Final = "gateway"
 """pydantic error type of our own rules; ctx carries the finished message and code."""
 DECIMAL_FIELDS: Final = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
@@ -64,9 +68,9 @@ def translate(error: ErrorDetails) -> GatewayError:
             return _invalid_type(param, "a string", value)
         if last == "role" and value in UNSUPPORTED_ROLES:
             return unsupported_value(param, value)
-        if last == "type" and value in UNSUPPORTED_PART_TYPES:
+        if last == "type" and "content" in loc and value in UNSUPPORTED_PART_TYPES:
             return unsupported_value(param, value, hint="Only text content parts are supported.")
-        supported = ROLES if last == "role" else ("text",)
+        supported = _QUOTED.findall(str(ctx.get("expected", "")))
         return invalid_request(
             f"Invalid value: '{clip(value)}'. Supported values are: {_enumerate(supported)}.",
             param=param,
@@ -133,10 +137,10 @@ _BOUNDS: Final[Mapping[str, tuple[str, str, str, str]]] = {
 
 
 def _strip_tags(loc: Sequence[int | str]) -> tuple[int | str, ...]:
-    """Drop the discriminated-union tags pydantic puts after ``content``/``stop`` in a loc."""
+    """Drop the union tags pydantic puts after ``content``/``stop``/``tool_choice`` in a loc."""
     kept: list[int | str] = []
     for item in loc:
-        if item in UNION_TAGS and kept and kept[-1] in ("content", "stop"):
+        if item in UNION_TAGS and kept and kept[-1] in _UNION_FIELDS:
             continue
         kept.append(item)
     return tuple(kept)
@@ -218,7 +222,7 @@ def _length(value: Any) -> str:
 
 
 def _enumerate(values: Sequence[str]) -> str:
-    quoted = [f"'{v}'" for v in values]
+    quoted = [f"'{v}'" for v in values] or ["(none)"]
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])}, and {quoted[-1]}"
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from llm_gateway.adapters import Delta, InBandError, StreamAdapter, Usage, adapter_for
-from llm_gateway.chunks import DONE, ChunkWriter, completion
+from llm_gateway.chunks import DONE, ChunkWriter, completion, merge_tool_calls
 from llm_gateway.decoder import LineDecoder, event_payload
 from llm_gateway.errors import GatewayError
 from llm_gateway.upstream import UpstreamError
@@ -94,7 +94,23 @@ async def deltas(upstream: AsyncIterable[bytes], adapter: StreamAdapter) -> Asyn
 
 
 def _meaningful(delta: Delta) -> bool:
-    return bool(delta.content or delta.reasoning or delta.finish_reason or delta.usage)
+    return bool(delta.generated or delta.finish_reason or delta.usage)
+
+
+def _capable(request: ChatRequest, order: Sequence[Backend]) -> list[Backend]:
+    """The backends of ``order`` whose format can serve ``request`` (e.g. ``tools`` need an
+    OpenAI-format backend); if there is none, the first one's refusal (a 400) is raised."""
+    capable: list[Backend] = []
+    refusal: GatewayError | None = None
+    for backend in order:
+        error = adapter_for(backend.format).unsupported(request)
+        if error is None:
+            capable.append(backend)
+        elif refusal is None:
+            refusal = error
+    if not capable and refusal is not None:
+        raise refusal
+    return capable
 
 
 async def _prime(rest: AsyncIterator[Delta]) -> list[Delta]:
@@ -143,11 +159,13 @@ async def open_stream(
     Backend faults (5xx, unavailable, throttled, internal, connection, in-band error, no first
     delta within the deadline) move to the next backend; a rejection of the request itself
     (the model's 4xx) does not. Raises :class:`GatewayError` when no attempt succeeds.
-    The names of failed backends are appended to ``failed``.
+    The names of failed backends are appended to ``failed``. Backends whose format cannot
+    serve the request are skipped, never invoked; when no backend can, the request is refused
+    with a 400 naming the parameter (:func:`_capable`).
     """
     failed = [] if failed is None else failed
     last: GatewayError = _model_failed()
-    for number, backend in enumerate(order, start=1):
+    for number, backend in enumerate(_capable(request, order), start=1):
         try:
             stream = await _attempt(
                 request, backend, invoker, max_tokens(backend), first_byte_timeout_s
@@ -222,9 +240,9 @@ async def sse_events(
         async for delta in _all(stream):
             if delta.usage is not None:
                 outcome.usage = delta.usage
-            elif delta.content or delta.reasoning or delta.finish_reason:
+            elif delta.generated or delta.finish_reason or delta.logprobs:
                 finished = finished or delta.finish_reason is not None
-                outcome.text_deltas += bool(delta.content or delta.reasoning)
+                outcome.text_deltas += delta.generated
                 chunk = writer.delta(delta)
                 if on_first_byte is not None and outcome.text_deltas <= 1:
                     on_first_byte()
@@ -256,15 +274,22 @@ async def aggregate(stream: OpenStream, *, on_end: OnEnd | None = None) -> dict[
     """A non-streaming ``chat.completion`` built from the same stream."""
     content: list[str] = []
     reasoning: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    logprobs: list[dict[str, Any]] = []
     finish: str | None = None
     outcome = Outcome()
     try:
         async for delta in _all(stream):
             content.append(delta.content)
             reasoning.append(delta.reasoning)
+            tool_calls.extend(delta.tool_calls)
+            if delta.logprobs is not None:
+                entries = delta.logprobs.get("content")
+                logprobs.extend(e for e in entries or () if isinstance(e, dict))
             finish = delta.finish_reason or finish
-            outcome.usage = delta.usage or outcome.usage
-            outcome.text_deltas += bool(delta.content or delta.reasoning)
+            if delta.usage is not None:
+                outcome.usage = delta.usage
+            outcome.text_deltas += delta.generated
         if finish is None:
             outcome.error = _incomplete()
     except UpstreamError as failure:
@@ -284,4 +309,6 @@ async def aggregate(stream: OpenStream, *, on_end: OnEnd | None = None) -> dict[
         reasoning="".join(reasoning),
         finish_reason=finish,
         usage=outcome.usage,
+        tool_calls=merge_tool_calls(tool_calls),
+        logprobs=logprobs,
     )

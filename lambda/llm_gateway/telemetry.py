@@ -74,6 +74,10 @@ class RequestTelemetry:
     error: str | None = None
     status: int = 200
     quota_rejected: bool = False
+    cached_tokens: int | None = None
+    """Prompt tokens the backend served from its prefix cache (when it reports them)."""
+    reasoning_tokens: int | None = None
+    """Completion tokens spent reasoning (when the backend reports them)."""
     _emitted: bool = False
 
     def first_byte(self) -> None:
@@ -109,6 +113,8 @@ class RequestTelemetry:
             "error_kind": self.error,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
             "ttfb_ms": round(ttfb * 1000, 3) if ttfb is not None else None,
             "upstream_ttfb_ms": round(self.upstream_ttfb_s * 1000, 3)
             if self.upstream_ttfb_s is not None

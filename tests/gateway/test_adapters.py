@@ -11,6 +11,7 @@ import pytest
 
 from llm_gateway.adapters import Delta, InBandError, Usage, adapter_for
 from llm_gateway.adapters.prompts import llama2_prompt
+from llm_gateway.chunks import merge_tool_calls
 from llm_gateway.contract import Backend, StreamFormat
 from llm_gateway.request import parse_chat_request
 from llm_gateway.service import deltas
@@ -185,3 +186,117 @@ def test_llama2_prompt_multi_turn_with_system() -> None:
     assert llama2_prompt(request.messages) == (
         "[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi [/INST] Hello. </s><s>[INST] Bye [/INST]"
     )
+
+
+# --- pass-through: tools, structured output, logprobs, usage details -------------------------
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+SCHEMA = {"name": "out", "schema": {"type": "object", "properties": {}}, "strict": True}
+
+
+def test_openai_body_forwards_tools_formats_and_tool_turns_unchanged() -> None:
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        {"role": "assistant", "tool_calls": [CALL]},  # content absent: stays absent
+    ]
+    fields = {
+        "tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "parallel_tool_calls": False, "reasoning_effort": "minimal", "logprobs": True,
+        "top_logprobs": 3, "response_format": {"type": "json_schema", "json_schema": SCHEMA},
+    }  # fmt: skip
+    request = parse_chat_request(_request(messages=messages, **fields))
+    body = json.loads(adapter_for("openai").request_body(request, OPENAI, 100))
+    assert body["messages"] == messages
+    for name, value in fields.items():
+        assert body[name] == value, name
+
+
+def test_openai_body_leaves_unset_parameters_out() -> None:
+    body = json.loads(adapter_for("openai").request_body(parse_chat_request(_request()), OPENAI, 9))
+    for name in ("tools", "tool_choice", "parallel_tool_calls", "response_format",
+                 "reasoning_effort", "logprobs", "top_logprobs"):  # fmt: skip
+        assert name not in body
+
+
+def _chunk(delta: dict[str, object], finish: str | None = None, **extra: object) -> str:
+    return json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}]})
+
+
+def test_openai_tool_call_deltas_finish_and_usage_details() -> None:
+    adapter = adapter_for("openai")
+    head = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f"}}
+    piece = {"index": 0, "function": {"arguments": '{"a'}}
+    (first,) = adapter.parse(_chunk({"tool_calls": [head]}))
+    (last,) = adapter.parse(_chunk({"tool_calls": [piece]}, "tool_calls"))
+    assert (first.tool_calls, first.generated) == ((head,), True)
+    assert (last.tool_calls, last.finish_reason) == ((piece,), "tool_calls")
+    usage_chunk = {"choices": [], "usage": {
+        "prompt_tokens": 10, "completion_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 8},
+        "completion_tokens_details": {"reasoning_tokens": 2}}}  # fmt: skip
+    (usage,) = adapter.parse(json.dumps(usage_chunk))
+    assert usage.usage == Usage(10, 4, cached_tokens=8, reasoning_tokens=2)
+    nulls = {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                      "prompt_tokens_details": None}}  # fmt: skip
+    assert next(iter(adapter.parse(json.dumps(nulls)))).usage == Usage(1, 1)
+
+
+def test_openai_logprobs_are_kept_and_unknown_finishes_are_stop() -> None:
+    logprobs = {"content": [{"token": "x", "logprob": -0.5, "bytes": [120], "top_logprobs": []}]}
+    (delta,) = adapter_for("openai").parse(_chunk({"content": "x"}, "abort", logprobs=logprobs))
+    assert (delta.logprobs, delta.finish_reason) == (logprobs, "stop")
+
+
+def test_merge_tool_calls_concatenates_arguments_per_index() -> None:
+    pieces = [
+        {"index": 1, "id": "b", "type": "function", "function": {"name": "g"}},
+        {"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": ""}},
+        {"index": 0, "function": {"arguments": '{"x":'}},
+        {"index": 1, "function": {"arguments": "{}"}},
+        {"index": 0, "function": {"arguments": " 1}"}},
+    ]
+    assert merge_tool_calls(pieces) == [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
+
+
+NATIVE_REFUSED = [
+    ({"tools": [TOOL]}, "tools", "without tools"),
+    ({"tools": [TOOL], "tool_choice": "required"}, "tools", "without tools"),
+    ({"parallel_tool_calls": True}, "parallel_tool_calls", "without tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format", "output format"),
+    ({"reasoning_effort": "low"}, "reasoning_effort", "reasoning"),
+    ({"logprobs": True, "top_logprobs": 1}, "logprobs", "log probabilities"),
+    ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "tool_calls": [CALL]}]},
+     "messages[1].tool_calls", "without tools"),
+    ({"messages": [{"role": "user", "content": "Hi"},
+                   {"role": "tool", "tool_call_id": "c1", "content": "1"}]},
+     "messages[1].role", "without tools"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["lmi", "tgi"])
+@pytest.mark.parametrize(("fields", "param", "why"), NATIVE_REFUSED)
+def test_native_formats_refuse_what_needs_an_openai_backend(
+    fmt: StreamFormat, fields: dict[str, object], param: str, why: str
+) -> None:
+    error = adapter_for(fmt).unsupported(parse_chat_request(_request(**fields)))
+    assert error is not None
+    assert (error.status, error.param) == (400, param)
+    assert error.code in ("unsupported_parameter", "unsupported_value")
+    assert f"'{param}'" in error.message
+    assert "model 'm': its backend takes a plain prompt" in error.message
+    assert why in error.message
+    assert adapter_for("openai").unsupported(parse_chat_request(_request(**fields))) is None
+
+
+@pytest.mark.parametrize("fmt", ["lmi", "tgi"])
+def test_native_formats_accept_values_that_ask_for_nothing(fmt: StreamFormat) -> None:
+    request = parse_chat_request(
+        _request(tool_choice="none", response_format={"type": "text"}, logprobs=False, seed=1)
+    )
+    assert adapter_for(fmt).unsupported(request) is None

@@ -29,7 +29,14 @@ from local.eventstream import (
     model_stream_error,
     payload_part,
 )
-from local.scenarios import Scenario, full_text, render_body, stream_steps, tokenize
+from local.scenarios import (
+    Scenario,
+    ScriptedToolCall,
+    full_text,
+    render_body,
+    stream_steps,
+    tokenize,
+)
 from local.serving import serve_in_thread
 
 REASONING = "Think: 2+2=4, naïve café; 考虑一下 🤔.\n"
@@ -287,6 +294,62 @@ def test_openai_stream_roundtrip(rt: Runtime, framing: str, field: str, le: str)
             "total_tokens": 7 + completion,
         },
     }
+
+
+TOOL_ARGS = '{"city": "Zürich", "days": [1, 2]}'
+
+
+def test_openai_tool_call_stream_as_vllm_sends_it(rt: Runtime) -> None:
+    scenario = Scenario(
+        content="",
+        finish_reason="tool_calls",
+        tool_calls=(ScriptedToolCall(name="get_weather", arguments=TOOL_ARGS, id="call_1"),),
+        tool_arguments_piece=4,
+        cached_tokens=5,
+        reasoning_tokens=0,
+        part_size=3,
+    )
+    endpoint = rt.use("openai-tools", scenario)
+    request = {"stream": True, "stream_options": {"include_usage": True}}
+    chunks = openai_chunks(b"".join(rt.parts(endpoint, request)).decode(), "sse")
+    items = [
+        item
+        for c in chunks
+        if c["choices"]
+        for item in c["choices"][0]["delta"].get("tool_calls", ())
+    ]
+    assert items[0] == {
+        "id": "call_1", "type": "function", "index": 0, "function": {"name": "get_weather"}
+    }  # fmt: skip
+    assert all(set(item) == {"index", "function"} for item in items[1:])
+    assert "".join(item["function"]["arguments"] for item in items[1:]) == TOOL_ARGS
+    assert len(items) == 1 + -(-len(TOOL_ARGS) // 4)
+    finish = chunks[-2]["choices"][0]
+    assert (finish["finish_reason"], finish["delta"]["tool_calls"]) == ("tool_calls", items[-1:])
+    usage = chunks[-1]["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 5}
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 0}
+    assert usage["completion_tokens"] == len(items)
+
+
+def test_tool_calls_only_in_the_openai_format() -> None:
+    with pytest.raises(ValueError, match="openai format"):
+        Scenario(format="lmi", tool_calls=(ScriptedToolCall(name="f"),))
+
+
+def test_content_json_is_the_answer_and_logprobs_follow_the_request() -> None:
+    scenario = Scenario(content_json={"city": "Paris", "temp_c": 21})
+    assert scenario.answer == '{"city":"Paris","temp_c":21}'
+    steps = stream_steps(scenario, {"logprobs": True, "top_logprobs": 1})
+    tokens = [json.loads(s.data.decode()[6:]) for s in steps if getattr(s, "token", False)]
+    logprobs = [t["choices"][0]["logprobs"]["content"][0] for t in tokens]
+    assert "".join(e["token"] for e in logprobs) == scenario.answer
+    assert all(len(e["top_logprobs"]) == 1 for e in logprobs)
+    body = json.loads(render_body(scenario.model_copy(update={"tool_calls": (
+        ScriptedToolCall(name="f", arguments="{}", id="c"),)})))  # fmt: skip
+    assert body["choices"][0]["message"]["tool_calls"] == [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
 
 
 def test_openai_usage_only_when_asked(rt: Runtime) -> None:

@@ -22,6 +22,14 @@ from llm_gateway.request import (
 )
 
 USER = {"role": "user", "content": "Hello"}
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -75,16 +83,38 @@ BAD: list[tuple[str, Any, str | None, str | None, str]] = [
     ("string-body", "hello", None, "invalid_type", "but got a string instead"),
     # top-level arguments
     ("unknown-arg", body(foo=1), "foo", "unknown_parameter", "Unrecognized request argument supplied: foo"),
-    ("tools", body(tools=[{"type": "function"}]), "tools", "unsupported_parameter", "'tools' is not supported by this gateway"),
-    ("tool-choice", body(tool_choice="auto"), "tool_choice", "unsupported_parameter", "not supported by this gateway"),
-    ("functions", body(functions=[]), "functions", "unsupported_parameter", "'functions'"),
-    ("response-format", body(response_format={"type": "json_object"}), "response_format", "unsupported_parameter", "'response_format'"),
-    ("logprobs-true", body(logprobs=True), "logprobs", "unsupported_parameter", "'logprobs'"),
-    ("top-logprobs", body(top_logprobs=2), "top_logprobs", "unsupported_parameter", "'top_logprobs'"),
+    ("functions", body(functions=[]), "functions", "unsupported_parameter", "'functions' is not supported by this gateway"),
     ("logit-bias", body(logit_bias={"50256": -100}), "logit_bias", "unsupported_parameter", "'logit_bias'"),
     ("audio", body(audio={"voice": "alloy"}), "audio", "unsupported_parameter", "'audio'"),
     ("modalities", body(modalities=["text"]), "modalities", "unsupported_parameter", "'modalities'"),
-    ("parallel-tool-calls", body(parallel_tool_calls=True), "parallel_tool_calls", "unsupported_parameter", "'parallel_tool_calls'"),
+    ("store-true", body(store=True), "store", "unsupported_parameter", "'store'"),
+    # tools (shape only; forwarded to OpenAI-format backends)
+    ("tools-empty", body(tools=[]), "tools", "empty_array", "Invalid 'tools': empty array"),
+    ("tools-object", body(tools={"type": "function"}), "tools", "invalid_type", "Invalid type for 'tools': expected an array, but got an object instead."),
+    ("tools-too-many", body(tools=[TOOL] * 129), "tools", "array_above_max_length", "maximum length 128"),
+    ("tool-no-function", body(tools=[{"type": "function"}]), "tools[0].function", "missing_required_parameter", "Missing required parameter: 'tools[0].function'."),
+    ("tool-type-unknown", body(tools=[{**TOOL, "type": "code_interpreter"}]), "tools[0].type", "invalid_value", "Invalid value: 'code_interpreter'. Supported values are: 'function'."),
+    ("tool-name-missing", body(tools=[{"type": "function", "function": {"parameters": {}}}]), "tools[0].function.name", "missing_required_parameter", "'tools[0].function.name'"),
+    ("tool-name-empty", body(tools=[{"type": "function", "function": {"name": ""}}]), "tools[0].function.name", "empty_string", "empty string"),
+    ("tool-parameters-array", body(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]), "tools[0].function.parameters", "invalid_type", "expected an object, but got an array"),
+    ("tool-function-extra", body(tools=[{"type": "function", "function": {"name": "f", "params": {}}}]), "tools[0].function.params", "unknown_parameter", "Unrecognized request argument supplied: tools[0].function.params"),
+    ("tool-choice-unknown", body(tools=[TOOL], tool_choice="always"), "tool_choice", "invalid_value", "Invalid value: 'always'. Supported values are: 'none', 'auto', and 'required'."),
+    ("tool-choice-number", body(tools=[TOOL], tool_choice=1), "tool_choice", "invalid_type", "expected one of a string or object, but got an integer"),
+    ("tool-choice-no-name", body(tools=[TOOL], tool_choice={"type": "function", "function": {}}), "tool_choice.function.name", "missing_required_parameter", "'tool_choice.function.name'"),
+    ("tool-choice-without-tools", body(tool_choice="auto"), "tool_choice", "invalid_value", "only allowed when 'tools' are specified"),
+    ("tool-choice-unknown-function", body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice.function.name", "invalid_value", "no function named 'nope' in 'tools'"),
+    ("parallel-tool-calls-string", body(tools=[TOOL], parallel_tool_calls="yes"), "parallel_tool_calls", "invalid_type", "expected a boolean"),
+    # response_format, reasoning_effort, logprobs
+    ("response-format-string", body(response_format="json"), "response_format", "invalid_type", "expected an object, but got a string"),
+    ("response-format-type-unknown", body(response_format={"type": "xml"}), "response_format.type", "invalid_value", "Invalid value: 'xml'. Supported values are: 'text', 'json_object', and 'json_schema'."),
+    ("response-format-no-schema", body(response_format={"type": "json_schema"}), "response_format.json_schema", "missing_required_parameter", "Missing required parameter: 'response_format.json_schema'."),
+    ("response-format-schema-not-object", body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}}), "response_format.json_schema.schema", "invalid_type", "expected an object, but got a string"),
+    ("response-format-schema-no-name", body(response_format={"type": "json_schema", "json_schema": {"schema": {}}}), "response_format.json_schema.name", "missing_required_parameter", "'response_format.json_schema.name'"),
+    ("response-format-schema-on-json-object", body(response_format={"type": "json_object", "json_schema": {"name": "x"}}), "response_format.json_schema", "invalid_value", "only allowed when 'response_format.type' is 'json_schema'"),
+    ("reasoning-effort-unknown", body(reasoning_effort="extreme"), "reasoning_effort", "invalid_value", "Invalid value: 'extreme'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', and 'xhigh'."),
+    ("logprobs-string", body(logprobs="true"), "logprobs", "invalid_type", "expected a boolean"),
+    ("top-logprobs-high", body(logprobs=True, top_logprobs=21), "top_logprobs", "integer_above_max_value", "Expected a value <= 20"),
+    ("top-logprobs-without-logprobs", body(top_logprobs=2), "top_logprobs", "invalid_value", "'logprobs' must be set to true"),
     # model
     ("model-missing", body(model=...), "model", "missing_required_parameter", "Missing required parameter: 'model'."),
     ("model-empty", body(model=""), "model", "empty_string", "Invalid 'model': empty string"),
@@ -97,9 +127,15 @@ BAD: list[tuple[str, Any, str | None, str | None, str]] = [
     ("messages-too-many", body(messages=[USER] * (MAX_MESSAGES + 1)), "messages", "array_above_max_length", f"maximum length {MAX_MESSAGES}"),
     ("message-not-object", body(messages=[USER, "hi"]), "messages[1]", "invalid_type", "expected an object, but got a string"),
     ("role-missing", body(messages=[{"content": "x"}]), "messages[0].role", "missing_required_parameter", "'messages[0].role'"),
-    ("role-unknown", body(messages=[USER, {"role": "bot", "content": "x"}]), "messages[1].role", "invalid_value", "Invalid value: 'bot'. Supported values are: 'system', 'developer', 'user', and 'assistant'."),
+    ("role-unknown", body(messages=[USER, {"role": "bot", "content": "x"}]), "messages[1].role", "invalid_value", "Invalid value: 'bot'. Supported values are: 'system', 'developer', 'user', 'assistant', and 'tool'."),
     ("role-number", body(messages=[{"role": 1, "content": "x"}]), "messages[0].role", "invalid_type", "expected a string, but got an integer"),
-    ("role-tool", body(messages=[USER, {"role": "tool", "content": "42", "tool_call_id": "c1"}]), "messages[1].role", "unsupported_value", "does not support 'tool' with this gateway"),
+    ("tool-message-no-id", body(messages=[USER, {"role": "tool", "content": "42"}]), "messages[1].tool_call_id", "missing_required_parameter", "Missing required parameter: 'messages[1].tool_call_id'."),
+    ("tool-message-no-content", body(messages=[USER, {"role": "tool", "tool_call_id": "c1"}]), "messages[1].content", "missing_required_parameter", "'messages[1].content'"),
+    ("tool-call-id-on-user", body(messages=[user("x", tool_call_id="c1")]), "messages[0].tool_call_id", "invalid_value", "only allowed on messages with role 'tool'"),
+    ("tool-calls-on-user", body(messages=[user("x", tool_calls=[CALL])]), "messages[0].tool_calls", "invalid_value", "only allowed on messages with role 'assistant'"),
+    ("tool-call-no-id", body(messages=[USER, {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]), "messages[1].tool_calls[0].id", "missing_required_parameter", "'messages[1].tool_calls[0].id'"),
+    ("tool-call-arguments-object", body(messages=[USER, {"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {}}}]}]), "messages[1].tool_calls[0].function.arguments", "invalid_type", "expected a string, but got an object"),
+    ("assistant-null-content-no-calls", body(messages=[USER, {"role": "assistant", "content": None}]), "messages[1].content", "invalid_type", "but got null instead"),
     ("role-function", body(messages=[USER, {"role": "function", "name": "f", "content": "1"}]), "messages[1].role", "unsupported_value", "'function'"),
     ("content-missing", body(messages=[{"role": "user"}]), "messages[0].content", "missing_required_parameter", "'messages[0].content'"),
     ("content-null", body(messages=[user(None)]), "messages[0].content", "invalid_type", "expected one of a string or array of objects, but got null instead"),
@@ -113,7 +149,7 @@ BAD: list[tuple[str, Any, str | None, str | None, str]] = [
     ("content-part-extra", body(messages=[user([{"type": "text", "text": "a", "cache": 1}])]), "messages[0].content[0].cache", "unknown_parameter", "Unrecognized request argument supplied: messages[0].content[0].cache"),
     ("content-surrogate", body(messages=[user("\ud800")]), "messages[0].content", "invalid_value", "unpaired surrogate"),
     ("message-unknown-field", body(messages=[user("x", mood="happy")]), "messages[0].mood", "unknown_parameter", "Unrecognized request argument supplied: messages[0].mood"),
-    ("message-tool-calls", body(messages=[USER, {"role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}]), "messages[1].tool_calls", "unsupported_parameter", "'messages[1].tool_calls' is not supported"),
+    ("message-refusal", body(messages=[USER, {"role": "assistant", "content": "", "refusal": "no"}]), "messages[1].refusal", "unsupported_parameter", "'messages[1].refusal' is not supported"),
     ("name-number", body(messages=[user("x", name=5)]), "messages[0].name", "invalid_type", "expected a string"),
     ("no-user-message", body(messages=[{"role": "system", "content": "be brief"}]), "messages", "invalid_value", "at least one message with role 'user'"),
     # stream / stream_options
@@ -152,7 +188,7 @@ BAD: list[tuple[str, Any, str | None, str | None, str]] = [
     ("stop-number", body(stop=5), "stop", "invalid_type", "expected one of a string or array of strings, but got an integer"),
     ("stop-member-number", body(stop=["a", 5]), "stop[1]", "invalid_type", "expected a string, but got an integer"),
     # n
-    ("n-two", body(n=2), "n", "unsupported_value", "Unsupported value: 'n' does not support 2 with this gateway. Only the default (1) value is supported."),
+    ("n-two", body(n=2), "n", "unsupported_value", "Unsupported value: 'n' does not support 2 with this gateway: token quotas reserve output for one completion and the stream relay carries a single choice. Only the default (1) value is supported."),
     ("n-zero", body(n=0), "n", "integer_below_min_value", "Expected a value >= 1"),
     ("n-string", body(n="1"), "n", "invalid_type", "expected an integer"),
 ]  # fmt: skip
@@ -228,9 +264,21 @@ GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("top-p-zero", body(top_p=0), {"top_p": 0.0}),
     ("n-one", body(n=1), {"n": 1}),
     ("user-field", body(user="alice"), {"user": "alice"}),
-    ("unsupported-as-null", body(tools=None, tool_choice=None, response_format=None, logit_bias=None), {"model": "llama"}),
-    ("logprobs-false", body(logprobs=False, store=False), {"model": "llama"}),
+    ("unsupported-as-null", body(tools=None, tool_choice=None, response_format=None, logit_bias=None), {"model": "llama", "tools": None}),
+    ("logprobs-false", body(logprobs=False, store=False), {"logprobs": False}),
     ("echoed-assistant-message", body(messages=[USER, {"role": "assistant", "content": "Hi", "refusal": None, "tool_calls": None, "function_call": None, "audio": None}, user("More")]), {"roles": ["user", "assistant", "user"]}),
+    ("tools-and-choices", body(tools=[TOOL], tool_choice="required", parallel_tool_calls=False), {"tool_choice": "required", "parallel_tool_calls": False}),
+    ("tool-choice-none-without-tools", body(tool_choice="none"), {"tool_choice": "none"}),
+    ("tool-choice-named", body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}), {"tool_names": ["get_weather"]}),
+    ("tool-parameters-any-object", body(tools=[{"type": "function", "function": {"name": "f.x-1", "description": None, "parameters": {"anything": [1, {"nested": None}]}, "strict": True}}]), {"tool_names": ["f.x-1"]}),
+    ("tool-turns", body(messages=[USER, {"role": "assistant", "content": None, "tool_calls": [CALL]}, {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "21C"}]}]), {"roles": ["user", "assistant", "tool"], "texts": ["Hello", "", "21C"]}),
+    ("assistant-tool-calls-no-content", body(messages=[USER, {"role": "assistant", "tool_calls": [CALL]}]), {"roles": ["user", "assistant"]}),
+    ("assistant-empty-tool-calls", body(messages=[USER, {"role": "assistant", "content": "Hi", "tool_calls": []}]), {"roles": ["user", "assistant"]}),
+    ("response-format-text", body(response_format={"type": "text"}), {"response_format_type": "text"}),
+    ("response-format-json-object", body(response_format={"type": "json_object"}), {"response_format_type": "json_object"}),
+    ("response-format-json-schema", body(response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA, "strict": True}}), {"response_format_type": "json_schema"}),
+    ("reasoning-effort", body(reasoning_effort="low"), {"reasoning_effort": "low"}),
+    ("logprobs", body(logprobs=True, top_logprobs=20), {"logprobs": True, "top_logprobs": 20}),
     ("unicode", body(messages=[user("héllo 👋")]), {"texts": ["héllo 👋"]}),
     ("max-messages", body(messages=[USER] * MAX_MESSAGES), {"message_count": MAX_MESSAGES}),
 ]  # fmt: skip
@@ -243,6 +291,10 @@ def _observe(request: ChatRequest, attribute: str) -> Any:
         return [m.text for m in request.messages]
     if attribute == "message_count":
         return len(request.messages)
+    if attribute == "tool_names":
+        return [tool.function.name for tool in request.tools or ()]
+    if attribute == "response_format_type":
+        return request.response_format.type if request.response_format else None
     return getattr(request, attribute)
 
 
@@ -287,7 +339,8 @@ _FIELD_NAMES = st.sampled_from(
     [
         "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
         "temperature", "top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "user",
-        "n", "tools", "logprobs", "store", "foo",
+        "n", "tools", "logprobs", "store", "foo", "tool_choice", "response_format",
+        "top_logprobs", "parallel_tool_calls", "reasoning_effort",
     ]
 )  # fmt: skip
 _NUMBERS = st.integers(-5, 5) | st.floats(-3, 3) | st.integers() | st.floats(allow_nan=False)
@@ -301,7 +354,8 @@ _MESSAGE = st.fixed_dictionaries(
         "role": st.sampled_from(["user", "system", "developer", "assistant", "tool", "x"]) | _JSON,
         "content": _ANY_TEXT | st.lists(_PART, max_size=3) | _JSON,
         "name": _ANY_TEXT | _JSON,
-        "tool_calls": st.none() | _JSON,
+        "tool_calls": st.none() | _JSON | st.just([CALL]),
+        "tool_call_id": st.none() | _ANY_TEXT | _JSON,
         "extra": _JSON,
     },
 )

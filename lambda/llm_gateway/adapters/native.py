@@ -8,12 +8,69 @@ from typing import TYPE_CHECKING, Any
 
 from llm_gateway.adapters.base import Delta, InBandError, Usage, load_event
 from llm_gateway.adapters.prompts import render_prompt
+from llm_gateway.errors import GatewayError, invalid_request
+from llm_gateway.request_errors import clip
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from llm_gateway.contract import Backend
     from llm_gateway.request import ChatRequest
+
+_PLAIN_PROMPT = "its backend takes a plain prompt"
+_WHY: dict[str, str] = {
+    "tools": f"{_PLAIN_PROMPT}, without tools",
+    "tool_choice": f"{_PLAIN_PROMPT}, without tools",
+    "parallel_tool_calls": f"{_PLAIN_PROMPT}, without tools",
+    "response_format": f"{_PLAIN_PROMPT} and cannot constrain the output format",
+    "reasoning_effort": f"{_PLAIN_PROMPT}, without reasoning controls",
+    "logprobs": f"{_PLAIN_PROMPT}; the gateway relays no log probabilities from it",
+    "top_logprobs": f"{_PLAIN_PROMPT}; the gateway relays no log probabilities from it",
+}
+
+
+def _prompt_only(request: ChatRequest) -> GatewayError | None:
+    """What a plain-prompt backend cannot do with ``request`` (the first thing), or None.
+
+    Values that ask for nothing (``tool_choice: "none"``, ``response_format: {"type":
+    "text"}``, ``logprobs: false``) are accepted; ``seed`` and the sampling parameters are
+    supported natively.
+    """
+    model = clip(request.model)
+    used = {
+        "tools": request.tools is not None,
+        "tool_choice": request.tool_choice not in (None, "none"),
+        "parallel_tool_calls": request.parallel_tool_calls is not None,
+        "response_format": request.response_format is not None
+        and request.response_format.type != "text",
+        "reasoning_effort": request.reasoning_effort is not None,
+        "logprobs": bool(request.logprobs),
+        "top_logprobs": request.top_logprobs is not None,
+    }
+    for name, is_used in used.items():
+        if is_used:
+            return invalid_request(
+                f"Unsupported parameter: '{name}' is not supported by model '{model}':"
+                f" {_WHY[name]}.",
+                param=name,
+                code="unsupported_parameter",
+            )
+    for index, message in enumerate(request.messages):
+        if message.role == "tool":
+            return invalid_request(
+                f"Unsupported value: 'messages[{index}].role' does not support 'tool' with"
+                f" model '{model}': {_PLAIN_PROMPT}, without tools.",
+                param=f"messages[{index}].role",
+                code="unsupported_value",
+            )
+        if message.tool_calls:
+            return invalid_request(
+                f"Unsupported parameter: 'messages[{index}].tool_calls' is not supported by"
+                f" model '{model}': {_PLAIN_PROMPT}, without tools.",
+                param=f"messages[{index}].tool_calls",
+                code="unsupported_parameter",
+            )
+    return None
 
 
 class _NativeAdapter:
@@ -22,6 +79,9 @@ class _NativeAdapter:
     stop_key = "stop"
     prompt_tokens_key: str | None = None
     penalties: tuple[str, ...] = ()
+
+    def unsupported(self, request: ChatRequest) -> GatewayError | None:
+        return _prompt_only(request)
 
     def request_body(self, request: ChatRequest, backend: Backend, max_tokens: int) -> bytes:
         assert backend.prompt_template is not None  # guaranteed by routes.Backend

@@ -13,19 +13,60 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from llm_gateway.contract import Backend
-    from llm_gateway.request import ChatRequest
+    from llm_gateway.errors import GatewayError
+    from llm_gateway.request import ChatMessage, ChatRequest
 
-# Chat templates know system/user/assistant; OpenAI's newer "developer" role means "system".
+# Chat templates know system/user/assistant/tool; OpenAI's newer "developer" role means "system".
 _ROLE = {"developer": "system"}
+# Finish reasons relayed as they are; any other (e.g. vLLM's "abort") is reported as "stop".
+_FINISH = frozenset({"stop", "length", "tool_calls"})
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": _ROLE.get(message.role, message.role)}
+    if message.content is not None:
+        out["content"] = message.text
+    elif "content" in message.model_fields_set:
+        out["content"] = None  # an assistant turn that only called tools, as the client sent it
+    if message.tool_calls is not None:
+        out["tool_calls"] = [call.model_dump(mode="json") for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _passthrough(request: ChatRequest) -> dict[str, Any]:
+    """The tool, format, reasoning and logprobs parameters the client set, as it set them."""
+    params: dict[str, Any] = {}
+    if request.tools is not None:
+        params["tools"] = [
+            tool.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            for tool in request.tools
+        ]
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        params["tool_choice"] = (
+            choice if isinstance(choice, str) else choice.model_dump(mode="json")
+        )
+    if request.response_format is not None:
+        params["response_format"] = request.response_format.model_dump(
+            mode="json", by_alias=True, exclude_unset=True
+        )
+    for name in ("parallel_tool_calls", "reasoning_effort", "logprobs", "top_logprobs"):
+        value = getattr(request, name)
+        if value is not None:
+            params[name] = value
+    return params
 
 
 class OpenAIAdapter:
+    def unsupported(self, request: ChatRequest) -> GatewayError | None:
+        return None  # the backend applies its own chat template, tools included
+
     def request_body(self, request: ChatRequest, backend: Backend, max_tokens: int) -> bytes:
         body: dict[str, Any] = {
             # No "model": vLLM serves one model and defaults to it; LMI ignores the field.
-            "messages": [
-                {"role": _ROLE.get(m.role, m.role), "content": m.text} for m in request.messages
-            ],
+            "messages": [_message(m) for m in request.messages],
             "stream": True,
             # Always ask for usage: non-stream responses and token accounting need it even
             # when the client did not ask for the usage chunk.
@@ -35,6 +76,7 @@ class OpenAIAdapter:
         body.update(sampling_params(request))
         if request.stop_sequences:
             body["stop"] = list(request.stop_sequences)
+        body.update(_passthrough(request))
         return json.dumps(body, ensure_ascii=False).encode()
 
     def parse(self, payload: str) -> Iterator[Delta]:
@@ -51,20 +93,36 @@ class OpenAIAdapter:
             finish = choice.get("finish_reason")
             if finish == "error":
                 raise InBandError("the model reported an error while generating")
+            tool_calls = delta.get("tool_calls")
+            logprobs = choice.get("logprobs")
             yield Delta(
                 content=delta.get("content") or "",
                 # vLLM renamed reasoning_content to reasoning (late 2025); accept both.
                 reasoning=delta.get("reasoning_content") or delta.get("reasoning") or "",
                 finish_reason=_finish(finish),
+                tool_calls=tuple(c for c in tool_calls if isinstance(c, dict))
+                if isinstance(tool_calls, list)
+                else (),
+                logprobs=logprobs if isinstance(logprobs, dict) and logprobs else None,
             )
         usage = chunk.get("usage")
         if usage:
-            yield Delta(
-                usage=Usage(
-                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                    completion_tokens=int(usage.get("completion_tokens") or 0),
-                )
-            )
+            yield Delta(usage=_usage(usage))
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    return Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+    )
+
+
+def _detail(usage: dict[str, Any], group: str, name: str) -> int | None:
+    details = usage.get(group)
+    value = details.get(name) if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _error_message(error: Any) -> str:
@@ -76,4 +134,4 @@ def _error_message(error: Any) -> str:
 def _finish(reason: str | None) -> str | None:
     if reason is None:
         return None
-    return "length" if reason == "length" else "stop"
+    return reason if reason in _FINISH else "stop"
