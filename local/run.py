@@ -103,6 +103,7 @@ def scenarios(routes: dict[str, Any], config_dir: Path, delay_ms: float) -> dict
                 "reasoning_field": "reasoning",  # what current vLLM sends
                 "content": CONTENT,
                 "token_delay_ms": delay_ms,
+                "use_tools": backend["format"] == "openai",
             }
     return result
 

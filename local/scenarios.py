@@ -91,6 +91,13 @@ class Scenario(BaseModel):
     content_json: Any = Field(
         None, description="Answer with this value as compact JSON text (structured output)."
     )
+    use_tools: bool = Field(
+        False,
+        description=(
+            "Act as a tool-using model when a request offers tools (agent_turn); make local "
+            "sets it for openai-format backends."
+        ),
+    )
     tool_calls: tuple[ScriptedToolCall, ...] = Field(
         (), description="Tool calls streamed after the content, as vLLM does (openai only)."
     )
@@ -490,6 +497,32 @@ def _fault_steps(writer: _Writer, emitted: list[_Token]) -> list[Step]:
     return [Fault(scenario.fault, scenario.fault_message, code)]
 
 
+def agent_turn(scenario: Scenario, request: Mapping[str, Any]) -> Scenario:
+    """With ``scenario.use_tools`` (what ``make local`` scripts), play a tool-using model: a
+    request offering ``tools`` whose last message is not a tool result gets a call of the
+    first tool (``{}`` arguments); the answer after a tool result quotes it."""
+    if not scenario.use_tools or scenario.format != "openai":
+        return scenario
+    messages = request.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    tools = request.get("tools") or []
+    if last.get("role") == "tool":
+        result = last.get("content")
+        text = result if isinstance(result, str) else json.dumps(result)
+        return scenario.model_copy(update={"reasoning": "", "content": f"The tool said: {text}"})
+    if tools and isinstance(tools[0], dict) and request.get("tool_choice") != "none":
+        name = str(tools[0].get("function", {}).get("name") or "tool")
+        return scenario.model_copy(
+            update={
+                "reasoning": "",
+                "content": "",
+                "finish_reason": "tool_calls",
+                "tool_calls": (ScriptedToolCall(name=name),),
+            }
+        )
+    return scenario
+
+
 def stream_steps(scenario: Scenario, request: Mapping[str, Any] | None = None) -> list[Step]:
     """Every write (and the fault, if any) of one streamed response, in order.
 
@@ -497,6 +530,7 @@ def stream_steps(scenario: Scenario, request: Mapping[str, Any] | None = None) -
     tokens all come first; ``n`` beyond the content's length faults after the last token,
     before the finish events), then carries the fault.
     """
+    scenario = agent_turn(scenario, request or {})
     writer = _WRITERS[scenario.format](scenario, request or {})
     tokens = _plan_tokens(scenario)
     faulting = scenario.fault_after_tokens is not None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,39 @@ def test_keys_arrive_as_the_deployed_api_takes_them(local_gateway: str) -> None:
         f"{local_gateway}/v1/chat/completions", json=chat, headers={"x-api-key": "nobody"}
     )
     assert unknown.status_code == 401
+
+
+def test_a_tool_calling_agent_loop_runs_through_make_local(local_gateway: str) -> None:
+    """An agent loop as agents write it: the model calls a tool, the client runs it and sends
+    the result, the model answers; only base_url and api_key configured."""
+    import json
+
+    import openai
+
+    client = openai.OpenAI(base_url=f"{local_gateway}/v1", api_key="default", max_retries=0)
+    tools: Any = [
+        {"type": "function", "function": {
+            "name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+    ]  # fmt: skip
+    messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    for _ in range(3):
+        reply = client.chat.completions.create(
+            model="deepseek-r1-distill-qwen-7b", messages=messages, tools=tools
+        )
+        message = reply.choices[0].message
+        if not message.tool_calls:
+            break
+        assert reply.choices[0].finish_reason == "tool_calls"
+        messages.append(message)
+        for call in message.tool_calls:
+            assert call.function.name == "get_weather"
+            json.loads(call.function.arguments)
+            result = json.dumps({"city": "Paris", "temp_c": 21})
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    assert [m["role"] if isinstance(m, dict) else m.role for m in messages] == [
+        "user",
+        "assistant",
+        "tool",
+    ]
+    assert message.content == 'The tool said: {"city": "Paris", "temp_c": 21}'
