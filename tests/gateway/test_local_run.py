@@ -146,3 +146,28 @@ def test_a_tool_calling_agent_loop_runs_through_make_local(local_gateway: str) -
         "tool",
     ]
     assert message.content == 'The tool said: {"city": "Paris", "temp_c": 21}'
+
+
+def test_a_langchain_chat_model_with_bind_tools(local_gateway: str) -> None:
+    """LangChain's ChatOpenAI, configured like any OpenAI endpoint, calls tools through the
+    gateway and reads the answer after the tool result."""
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather in a city."""
+        return f"21 °C in {city}"
+
+    model = ChatOpenAI(
+        base_url=f"{local_gateway}/v1", api_key="default",  # type: ignore[arg-type]
+        model="deepseek-r1-distill-qwen-7b", max_retries=0,
+    ).bind_tools([get_weather])  # fmt: skip
+    messages: list[Any] = [HumanMessage("Weather in Paris?")]
+    first = model.invoke(messages)
+    (call,) = first.tool_calls  # type: ignore[attr-defined]
+    assert call["name"] == "get_weather"
+    messages += [first, ToolMessage(get_weather.invoke({"city": "Paris"}), tool_call_id=call["id"])]
+    answer = model.invoke(messages)
+    assert answer.content == "The tool said: 21 °C in Paris"
