@@ -37,8 +37,6 @@ SUSTAINED_PERIODS = 3
 """Latency, rate and GPU memory alarms fire when all of this many periods breach (15 min)."""
 ALARM_NAME_LIMIT = 255
 
-ERRORS_METRIC = Metric.ERRORS
-
 
 def _construct_id(prefix: str, name: str) -> str:
     """A construct id for ``name`` (route aliases may contain ``/``, which ids may not;
@@ -184,7 +182,7 @@ class InferenceDashboard(Construct):
         """One time series per error ``kind`` of ``route`` (a SEARCH: kinds are not listed)."""
         seconds = int((period or GRAPH_PERIOD).to_seconds())
         schema = f"{{{self.namespace},kind,route,service}}"
-        terms = f'MetricName="{ERRORS_METRIC}" service="{self.service_name}" route="{route}"'
+        terms = f'MetricName="{Metric.ERRORS}" service="{self.service_name}" route="{route}"'
         return cloudwatch.SearchExpression(
             expression=f"SEARCH('{schema} {terms}', 'Sum', {seconds})",
             label="${PROP('Dim.kind')}",

@@ -89,7 +89,6 @@ class LlmEndpoint(EndpointMetrics, Construct):
             raise ValueError(exc.located(config.name)) from None
         self.fit = self.plan.fit
         self.gpus: InstanceGpus = self.fit.gpus
-        self.gpu_count = self.gpus.count
         self.image = self.plan.image
         self.serving_properties: str | None = None
         """The rendered serving.properties (LMI models only)."""

@@ -8,6 +8,8 @@ from typing import Literal
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 
+from llm_serving.config.gpus import InstanceGpus
+
 VARIANT_NAME = "AllTraffic"
 SAGEMAKER_NAMESPACE = "AWS/SageMaker"
 ENDPOINT_HOST_NAMESPACE = "/aws/sagemaker/Endpoints"
@@ -19,7 +21,7 @@ class EndpointMetrics:
     "CloudWatch metrics" (GPU metrics read 0–100 × GPU count; latencies are in µs)."""
 
     endpoint_name: str
-    gpu_count: int
+    gpus: InstanceGpus
 
     def _metric(
         self,
@@ -56,7 +58,7 @@ class EndpointMetrics:
     ) -> cloudwatch.MathExpression:
         raw = self._metric(ENDPOINT_HOST_NAMESPACE, name, "Average", period)
         return cloudwatch.MathExpression(
-            expression=f"raw / {self.gpu_count}",
+            expression=f"raw / {self.gpus.count}",
             using_metrics={"raw": raw},
             label=label,
             period=period or Duration.minutes(1),

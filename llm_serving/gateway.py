@@ -39,7 +39,7 @@ from llm_serving.gateway_routes import (
     unique_endpoints,
 )
 from llm_serving.gateway_tables import consumer_table
-from llm_serving.logs_key import logs_key
+from llm_serving.logs_key import LogPolicy, logs_key
 from llm_serving.quota_table import QuotaTable
 from llm_serving.stage import Stage, StagePolicy
 
@@ -155,14 +155,9 @@ class StreamingGateway(Construct):
         self._check_environment_size(config.consumers)
 
         self.logs_key = logs_key(self, "LogsKey", policy=policy)
-        """Encrypts the function's log group, the access logs and the execution logs."""
-        self.log_group = logs.LogGroup(
-            self,
-            "FunctionLogs",
-            retention=self._log_retention,
-            removal_policy=self._log_removal_policy,
-            encryption_key=self.logs_key,
-        )
+        """Encrypts the gateway's log groups (function, authorizer, access, execution)."""
+        self._logs = LogPolicy(self._log_retention, self._log_removal_policy, self.logs_key)
+        self.log_group = self._logs.log_group(self, "FunctionLogs")
         self.quota_table = QuotaTable(self, "QuotaTable", stage=stage)
         self.role = self._role()
         self.function = gateway_function.gateway_function(
@@ -183,33 +178,19 @@ class StreamingGateway(Construct):
             endpoint.grant_invoke(self.function)
         self.quota_table.grant_quota_access(self.function)
 
-        self.access_log_group = logs.LogGroup(
-            self,
-            "AccessLogs",
-            retention=self._log_retention,
-            removal_policy=self._log_removal_policy,
-            encryption_key=self.logs_key,
-        )
+        self.access_log_group = self._logs.log_group(self, "AccessLogs")
         self.api = gateway_api.streaming_rest_api(
             self,
             access_log_group=self.access_log_group,
             account_cloudwatch_role=config.api.account_cloudwatch_role,
             cors_origins=config.api.cors_origins,
         )
-        gateway_api.execution_log_group(
-            self,
-            self.api,
-            retention=self._log_retention,
-            removal_policy=self._log_removal_policy,
-            key=self.logs_key,
-        )
+        gateway_api.execution_log_group(self, self.api, self._logs)
         self.authorizer = key_authorizer(
             self,
             cache_s=config.api.authorizer_cache_s,
             architecture=self.function.architecture,
-            log_retention=self._log_retention,
-            removal_policy=self._log_removal_policy,
-            logs_key=self.logs_key,
+            log_policy=self._logs,
         )
         gateway_api.add_chat_methods(self.api, self.function, self.authorizer)
         gateway_api.add_openai_gateway_responses(self.api, cors=bool(config.api.cors_origins))

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from llm_gateway.contract import CORS_ALLOW_HEADERS
 from llm_serving._nag import acknowledge, skip_checkov
+from llm_serving.logs_key import LogPolicy
 
 STAGE_NAME = "api"
 
@@ -236,22 +236,12 @@ def streaming_rest_api(
 
 
 def execution_log_group(
-    scope: Construct,
-    api: apigateway.RestApi,
-    *,
-    retention: logs.RetentionDays,
-    removal_policy: RemovalPolicy,
-    key: kms.IKey,
+    scope: Construct, api: apigateway.RestApi, policy: LogPolicy
 ) -> logs.LogGroup:
     """Pre-create the execution log group so it gets a retention, a removal policy and a key
     (API Gateway would otherwise create it on first use, kept forever)."""
-    group = logs.LogGroup(
-        scope,
-        "ExecutionLogs",
-        log_group_name=f"API-Gateway-Execution-Logs_{api.rest_api_id}/{STAGE_NAME}",
-        retention=retention,
-        removal_policy=removal_policy,
-        encryption_key=key,
+    group = policy.log_group(
+        scope, "ExecutionLogs", name=f"API-Gateway-Execution-Logs_{api.rest_api_id}/{STAGE_NAME}"
     )
     api.deployment_stage.node.add_dependency(group)
     return group

@@ -10,16 +10,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from llm_serving._nag import acknowledge, skip_checkov
 from llm_serving.bundling import RUNTIME, runtime_dir
+from llm_serving.logs_key import LogPolicy
 
 AUTHORIZER_SOURCE = "authorizer.py"
 
@@ -36,9 +35,7 @@ def key_authorizer(
     *,
     cache_s: int,
     architecture: lambda_.Architecture,
-    log_retention: logs.RetentionDays,
-    removal_policy: RemovalPolicy,
-    logs_key: kms.IKey,
+    log_policy: LogPolicy,
 ) -> apigateway.RequestAuthorizer:
     """A REQUEST authorizer (construct id ``KeyAuthorizer``) and its function (``Authorizer``,
     with its own log group and a role that may only write to it).
@@ -48,13 +45,7 @@ def key_authorizer(
     "present, not null and non-empty", else 401 without calling the function); 0 calls the
     function on every request and so also accepts ``x-api-key``.
     """
-    log_group = logs.LogGroup(
-        scope,
-        "AuthorizerLogs",
-        retention=log_retention,
-        removal_policy=removal_policy,
-        encryption_key=logs_key,
-    )
+    log_group = log_policy.log_group(scope, "AuthorizerLogs")
     role = iam.Role(
         scope,
         "AuthorizerRole",

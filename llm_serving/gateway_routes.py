@@ -12,7 +12,7 @@ from llm_gateway.contract import Cooldown, RoutePolicy, RouteTable
 from llm_serving import gateway_tables as tables
 from llm_serving.config.gateway import GatewayConfig
 from llm_serving.endpoint import LlmEndpoint
-from llm_serving.gateway_tables import BackendTarget
+from llm_serving.gateway_tables import BackendTarget, contract_fields
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def routes_from_config(
                     f"endpoints {sorted(endpoints)}"
                 )
             backends.append(RouteBackend(endpoints[backend.model], backend.weight))
-        policy = route.model_dump(include=set(RoutePolicy.model_fields))
+        policy = contract_fields(route, RoutePolicy)
         routes[route.model] = GatewayRoute(backends=tuple(backends), **policy)
     return routes
 

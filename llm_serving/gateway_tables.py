@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
 
 from llm_gateway.contract import (
     Backend,
@@ -55,12 +58,12 @@ def route(alias: str, targets: Sequence[BackendTarget], policy: RoutePolicy) -> 
     return Route(
         model=alias,
         backends=tuple(backend(t) for t in targets),
-        **_fields(policy, RoutePolicy),
+        **contract_fields(policy, RoutePolicy),
     )
 
 
 def route_table(routes: Sequence[Route], cooldown: Cooldown) -> RouteTable:
-    return RouteTable(routes=tuple(routes), **_fields(cooldown, Cooldown))
+    return RouteTable(routes=tuple(routes), **contract_fields(cooldown, Cooldown))
 
 
 def consumer_table(
@@ -73,7 +76,9 @@ def consumer_table(
     tokens at synth); by their names when ``key_ids`` is None (local runs: no API Gateway)."""
     ids = key_ids if key_ids is not None else {c.name: c.name for c in consumers}
     return ConsumerTable(
-        tiers=tuple(Tier(name=name, **_fields(tier, TokenQuota)) for name, tier in tiers.items()),
+        tiers=tuple(
+            Tier(name=name, **contract_fields(tier, TokenQuota)) for name, tier in tiers.items()
+        ),
         consumers={
             ids[c.name]: Consumer(name=c.name, tier=c.tier, routes=c.routes) for c in consumers
         },
@@ -109,7 +114,7 @@ def tables_from_configs(
     )
 
 
-def _fields(source: RoutePolicy | Cooldown | TokenQuota, shape: type[object]) -> dict[str, object]:
-    """The values of ``shape``'s fields (a contract base class) taken from ``source``."""
-    fields = getattr(shape, "model_fields")  # noqa: B009 (a pydantic class attribute)
-    return {name: getattr(source, name) for name in fields}
+def contract_fields(source: BaseModel, shape: type[BaseModel]) -> dict[str, Any]:
+    """The values of ``shape``'s fields (a contract base class, e.g. ``RoutePolicy``) taken
+    from ``source`` (a model that extends it)."""
+    return {name: getattr(source, name) for name in shape.model_fields}

@@ -1,10 +1,14 @@
-"""A KMS key that CloudWatch Logs may use for the log groups of one stack."""
+"""A KMS key that CloudWatch Logs may use for the log groups of one stack, and the policy
+(retention, removal, key) a construct gives all its log groups."""
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Stack
+from dataclasses import dataclass
+
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from llm_serving.stage import StagePolicy
@@ -46,3 +50,24 @@ def logs_key(scope: Construct, construct_id: str, *, policy: StagePolicy) -> kms
         )
     )
     return key
+
+
+@dataclass(frozen=True)
+class LogPolicy:
+    """Retention, removal and key shared by a construct's log groups."""
+
+    retention: logs.RetentionDays
+    removal_policy: RemovalPolicy
+    key: kms.IKey
+
+    def log_group(
+        self, scope: Construct, construct_id: str, *, name: str | None = None
+    ) -> logs.LogGroup:
+        return logs.LogGroup(
+            scope,
+            construct_id,
+            log_group_name=name,
+            retention=self.retention,
+            removal_policy=self.removal_policy,
+            encryption_key=self.key,
+        )

@@ -33,11 +33,7 @@ from llm_gateway.contract import (
     Metric,
 )
 
-NAMESPACE_ENV = METRIC_NAMESPACE_ENV
-SERVICE_ENV = SERVICE_NAME_ENV
-DEFAULT_NAMESPACE = METRIC_NAMESPACE
-
-logger = Logger(service=os.environ.get(SERVICE_ENV, DEFAULT_SERVICE))
+logger = Logger(service=os.environ.get(SERVICE_NAME_ENV, DEFAULT_SERVICE))
 
 # GatewayError codes that are the client's own doing, folded into a few bounded kinds.
 _CLIENT_KINDS = {400: "invalid_request", 401: "unauthorized", 404: "invalid_request",
@@ -123,8 +119,8 @@ class RequestTelemetry:
         }
 
     def _metrics(self, ended: float) -> None:
-        namespace = os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
-        service = os.environ.get(SERVICE_ENV, DEFAULT_SERVICE)
+        namespace = os.environ.get(METRIC_NAMESPACE_ENV, METRIC_NAMESPACE)
+        service = os.environ.get(SERVICE_NAME_ENV, DEFAULT_SERVICE)
         requests = EphemeralMetrics(namespace=namespace, service=service)
         requests.add_dimension(DIMENSION_ROUTE, self.route)
         if self.backend is not None:
