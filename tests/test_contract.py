@@ -19,6 +19,7 @@ from llm_serving.config import load_gateway_config, load_model_configs
 from llm_serving.gateway_tables import tables_from_configs
 from stacks import BuiltApp
 from tests.conftest import CONFIG_DIR
+from tests.test_gateway import _function_env, _join, _placeholder_key_ids
 
 # The Lambda Web Adapter's own variables (awslabs/aws-lambda-web-adapter README).
 ADAPTER_ENV = {
@@ -38,29 +39,19 @@ def built(default_app: Any) -> BuiltApp:
 
 
 def _resolved_environment(built: BuiltApp) -> tuple[dict[str, str], dict[str, str]]:
-    """The function's environment with each API key id replaced by a stand-in, and
-    consumer name → stand-in id."""
+    """The function's environment with each API key id replaced by a stand-in (the gateway
+    tests' own), and consumer name → stand-in id."""
     assert built.gateway is not None
     template = Template.from_stack(built.gateway)
-    (function,) = template.find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": "run.sh"}}
-    ).values()
-    keys = built.gateway.gateway.api_keys
-    logical = {
-        built.gateway.get_logical_id(key.node.default_child): name  # type: ignore[arg-type]
-        for name, key in keys.items()
+    ids = _placeholder_key_ids(template)
+    env = {
+        name: "quota-table" if isinstance(value, dict) and "Ref" in value else _join(value, ids)
+        for name, value in _function_env(template).items()
     }
-    stand_in = {name: f"key{i:07d}" for i, name in enumerate(sorted(keys))}
-    env: dict[str, str] = {}
-    for name, value in function["Properties"]["Environment"]["Variables"].items():
-        if isinstance(value, dict) and "Ref" in value:  # the quota table's name
-            value = "quota-table"
-        elif isinstance(value, dict):  # Fn::Join over the API key ids
-            separator, parts = value["Fn::Join"]
-            value = separator.join(
-                p if isinstance(p, str) else stand_in[logical[p["Ref"]]] for p in parts
-            )
-        env[name] = value
+    stand_in = {
+        name: ids[built.gateway.get_logical_id(key.node.default_child)]  # type: ignore[arg-type]
+        for name, key in built.gateway.gateway.api_keys.items()
+    }
     return env, stand_in
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +47,9 @@ class Servers:
         return openai.OpenAI(base_url=f"{self.gateway}/v1", api_key="unused", max_retries=0)
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[Servers]:
+@contextmanager
+def serve_gateway(extra_env: Mapping[str, str] | None = None) -> Iterator[Servers]:
+    """The emulator and a gateway for :data:`ROUTES` (plus ``extra_env``), both on loopback."""
     app = create_emulator()
     with serve_in_thread(app) as emulator_url, pytest.MonkeyPatch.context() as env:
         # The standard variable, not an endpoint_url argument: what `make local` and Lambda use.
@@ -57,11 +59,21 @@ def servers() -> Iterator[Servers]:
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
         env.delenv("AWS_PROFILE", raising=False)
         settings = Settings.from_env(
-            {"LLM_GATEWAY_ROUTES": json.dumps(ROUTES), "LLM_GATEWAY_MAX_REQUEST_BYTES": "65536"}
+            {
+                "LLM_GATEWAY_ROUTES": json.dumps(ROUTES),
+                "LLM_GATEWAY_MAX_REQUEST_BYTES": "65536",
+                **(extra_env or {}),
+            }
         )
         gateway = create_app(settings, SageMakerInvoker.from_settings(settings))
         with serve_in_thread(gateway) as gateway_url:
             yield Servers(gateway_url, emulator_url, app.state.emulator)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    with serve_gateway() as servers:
+        yield servers
 
 
 @pytest.fixture

@@ -9,37 +9,27 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
-from llm_gateway.app import create_app
 from llm_gateway.settings import Settings
-from llm_gateway.upstream import SageMakerInvoker
-from local.emulator import create_emulator
 from local.scenarios import Scenario
-from local.serving import serve_in_thread
-from tests.gateway.conftest import ROUTES
+from tests.gateway.conftest import ROUTES, serve_gateway
 
 ALLOWED = "https://chat.example.com"
 BODY = {"model": "deepseek", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
+ORIGINS = f"{ALLOWED},http://localhost:3000"
+
+
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[str]:
-    emulator = create_emulator()
-    with serve_in_thread(emulator) as emulator_url, pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", emulator_url)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        emulator.state.emulator.set_scenario("ep-deepseek", Scenario(content="Hello."))
-        settings = Settings.from_env(
-            {
-                "LLM_GATEWAY_ROUTES": json.dumps(ROUTES),
-                "LLM_GATEWAY_CORS_ORIGINS": f"{ALLOWED},http://localhost:3000",
-            }
-        )
-        assert settings.cors_origins == (ALLOWED, "http://localhost:3000")
-        app = create_app(settings, SageMakerInvoker.from_settings(settings))
-        with serve_in_thread(app) as url:
-            yield url
+    with serve_gateway({"LLM_GATEWAY_CORS_ORIGINS": ORIGINS}) as servers:
+        servers.emulator.set_scenario("ep-deepseek", Scenario(content="Hello."))
+        yield servers.gateway
+
+
+def test_origins_are_parsed_from_the_environment() -> None:
+    env = {"LLM_GATEWAY_ROUTES": json.dumps(ROUTES), "LLM_GATEWAY_CORS_ORIGINS": ORIGINS}
+    assert Settings.from_env(env).cors_origins == (ALLOWED, "http://localhost:3000")
 
 
 def test_an_allowed_origin_may_read_the_stream_and_the_quota_headers(gateway: str) -> None:
