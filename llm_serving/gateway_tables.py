@@ -50,6 +50,7 @@ def backend(target: BackendTarget) -> Backend:
         max_tokens_default=config.gateway.max_tokens_default,
         max_model_len=config.container.max_model_len,
         weight=target.weight,
+        image_input=config.gateway.image_input,
     )
 
 

@@ -20,12 +20,21 @@ _PER_MESSAGE_TOKENS = 4
 _BYTES_PER_TOKEN = 3
 
 
-def prompt_estimate(request: ChatRequest) -> int:
-    """Prompt tokens to reserve before the backend reports the real count."""
-    return sum(
+def prompt_estimate(request: ChatRequest, route: Route) -> int:
+    """Prompt tokens to reserve before the backend reports the real count: the text, and each
+    image at the most any of the route's backends reserves per image (``image_input``)."""
+    text = sum(
         math.ceil(len(m.text.encode()) / _BYTES_PER_TOKEN) + _PER_MESSAGE_TOKENS
         for m in request.messages
     )
+    images = len(request.images)
+    if not images:
+        return text
+    per_image = max(
+        (b.image_input.tokens_per_image for b in route.backends if b.image_input is not None),
+        default=0,  # no backend takes images: the route refuses the request before using this
+    )
+    return text + images * per_image
 
 
 def output_allowance(request: ChatRequest, tier: Tier | None) -> int | None:

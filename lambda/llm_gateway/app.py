@@ -209,7 +209,7 @@ class Gateway:
         failed: list[str] = []
         # The backend is opened while the tokens are reserved; every way out uses or stops it.
         opening = asyncio.create_task(self._open(chat, route, caller, allowance, failed))
-        prompt = admission.prompt_estimate(chat)
+        prompt = admission.prompt_estimate(chat, route)
         try:
             reserved = admission.reserved_output(allowance, prompt, route)
             reservation = await self._reserve(caller, prompt + reserved)

@@ -97,6 +97,41 @@ PromptTemplate = Literal["llama2"]
 
 
 WEIGHT_MAX: Final = 1000
+MAX_IMAGES_PER_REQUEST: Final = 64
+
+
+class ImageInput(_Frozen):
+    """A backend whose model takes images: OpenAI ``image_url`` content parts in user messages
+    are passed to it (an ``openai``-format backend only; the model's chat template places them).
+    Backends without it never receive image parts: a route skips them for such requests."""
+
+    max_images: int = Field(
+        1,
+        ge=1,
+        le=MAX_IMAGES_PER_REQUEST,
+        description=(
+            "Most images one request may carry; more is a 400. Keep it at or below what the "
+            "engine accepts (vLLM: --limit-mm-per-prompt, set through engine_args)."
+        ),
+    )
+    tokens_per_image: int = Field(
+        1536,
+        gt=0,
+        le=65536,
+        description=(
+            "Prompt tokens reserved per image until the model reports the real count (it "
+            "depends on the model and the image size; the default suits ~1 megapixel images "
+            "on Qwen2.5-VL-style 28-pixel patches)."
+        ),
+    )
+    remote_urls: bool = Field(
+        False,
+        description=(
+            "Also pass http(s) image URLs, which the model container then fetches itself "
+            "(impossible with network isolation; otherwise it reaches the URL from the "
+            "endpoint's network). false: only data: URLs (base64 images in the request)."
+        ),
+    )
 
 
 def check_weights(alias: str, weights: list[int | None]) -> None:
@@ -126,9 +161,14 @@ class Backend(_Frozen):
         le=WEIGHT_MAX,
         description="Canary weight; backends with a weight share first attempts by weight.",
     )
+    image_input: ImageInput | None = Field(
+        None, description="Image content parts this backend takes; null: text only."
+    )
 
     @model_validator(mode="after")
     def _template_matches_format(self) -> Backend:
+        if self.image_input is not None and self.format != "openai":
+            raise ValueError(f"a {self.format}-format backend takes a plain prompt, no images")
         if self.format == "openai" and self.prompt_template is not None:
             raise ValueError("an openai-format backend applies its own chat template")
         if self.format != "openai" and self.prompt_template is None:

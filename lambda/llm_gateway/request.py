@@ -21,7 +21,7 @@ internals (pydantic messages or URLs, tracebacks) ever reach the client.
 Rules beyond plain typing (where the gateway had to choose, the choice is stated here):
 
 * Known OpenAI features this gateway cannot honour (``logit_bias``, ``audio``, ``n`` > 1,
-  image/audio parts, ``function`` messages, ...) are rejected rather than ignored, so nothing
+  audio/file parts, ``function`` messages, ...) are rejected rather than ignored, so nothing
   is silently dropped. An explicit ``null`` for any of them (and ``false`` for ``store``, its
   default) means "not used" and is accepted. ``n`` > 1 is refused because token quotas reserve
   output for one completion and the stream relay carries a single choice.
@@ -38,8 +38,13 @@ Rules beyond plain typing (where the gateway had to choose, the choice is stated
 * ``max_tokens`` and ``max_completion_tokens`` are each 1 … 2³¹−1; if both are sent they must be
   equal (a client sending both for compatibility is fine; two different limits are ambiguous).
 * ``messages``: 1 … 2048 messages; content is a string (may be empty, as OpenAI allows) or a
-  non-empty array of at most 1024 ``text`` parts; at least one ``user`` message is required; the
-  last message may have any role (an ``assistant`` prefill is allowed).
+  non-empty array of at most 1024 ``text`` and ``image_url`` parts; at least one ``user``
+  message is required; the last message may have any role (an ``assistant`` prefill is
+  allowed).
+* ``image_url`` parts: in ``user`` messages only, a base64 ``data:image/...`` URL or an http(s)
+  URL. Whether a backend takes them (and how many, and remote URLs) is its config's
+  ``image_input``: routing skips backends without it, and a route with none refuses the
+  request with a 400 (``adapters``: ``unsupported``).
 * ``stop``: a non-empty string or an array of 1 … 4 non-empty strings.
 * ``model``: 1 … 256 characters (the route lookup is the caller's job).
 * Strings must be valid Unicode (no unpaired surrogates from ``\\ud800``-style escapes).
@@ -83,7 +88,9 @@ from llm_gateway.request_parts import (
     MAX_TOP_LOGPROBS,
     UNSUPPORTED_PARAMETERS,
     ChatMessage,
+    ContentPart,
     FunctionDefinition,
+    ImageURL,
     JSONSchemaFormat,
     NamedToolChoice,
     ReasoningEffort,
@@ -91,7 +98,6 @@ from llm_gateway.request_parts import (
     Stop,
     StreamOptions,
     Text,
-    TextPart,
     Tool,
     ToolCall,
     ToolChoice,
@@ -109,12 +115,13 @@ __all__ = [
     "UNSUPPORTED_PARAMETERS",
     "ChatMessage",
     "ChatRequest",
+    "ContentPart",
     "FunctionDefinition",
+    "ImageURL",
     "JSONSchemaFormat",
     "NamedToolChoice",
     "ResponseFormat",
     "StreamOptions",
-    "TextPart",
     "Tool",
     "ToolCall",
     "parse_chat_request",
@@ -232,6 +239,11 @@ class ChatRequest(_Frozen):
         if isinstance(self.stop, str):
             return (self.stop,)
         return tuple(self.stop)
+
+    @property
+    def images(self) -> tuple[ImageURL, ...]:
+        """Every image part of every message, in order."""
+        return tuple(image for message in self.messages for image in message.images)
 
     @property
     def include_usage(self) -> bool:

@@ -13,7 +13,7 @@ from pydantic_core import ErrorDetails
 from llm_gateway.errors import GatewayError, invalid_request
 
 UNSUPPORTED_ROLES: Final = frozenset({"function"})
-UNSUPPORTED_PART_TYPES: Final = frozenset({"image_url", "input_audio", "file", "refusal"})
+UNSUPPORTED_PART_TYPES: Final = frozenset({"input_audio", "file", "refusal"})
 TAG_TEXT: Final = "$text"
 TAG_LIST: Final = "$list"
 TAG_OBJECT: Final = "$object"
@@ -69,7 +69,9 @@ def translate(error: ErrorDetails) -> GatewayError:
         if last == "role" and value in UNSUPPORTED_ROLES:
             return unsupported_value(param, value)
         if last == "type" and "content" in loc and value in UNSUPPORTED_PART_TYPES:
-            return unsupported_value(param, value, hint="Only text content parts are supported.")
+            return unsupported_value(
+                param, value, hint="Only text and image_url content parts are supported."
+            )
         supported = _QUOTED.findall(str(ctx.get("expected", "")))
         return invalid_request(
             f"Invalid value: '{clip(value)}'. Supported values are: {_enumerate(supported)}.",
@@ -223,7 +225,9 @@ def _length(value: Any) -> str:
 
 def _enumerate(values: Sequence[str]) -> str:
     quoted = [f"'{v}'" for v in values] or ["(none)"]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])}, and {quoted[-1]}"
+    if len(quoted) <= 2:
+        return " and ".join(quoted)
+    return f"{', '.join(quoted[:-1])}, and {quoted[-1]}"
 
 
 def clip(text: str, limit: int = 64) -> str:

@@ -4,6 +4,7 @@ assembles them into ``ChatRequest`` and documents the rules."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -38,6 +39,9 @@ MAX_TOOLS: Final = 128
 """OpenAI's limit on ``tools``."""
 MAX_TOP_LOGPROBS: Final = 20
 """OpenAI's (and vLLM's default) limit on ``top_logprobs``."""
+
+# A data URL carrying a base64 image (RFC 2397), as the OpenAI API takes it.
+_DATA_IMAGE: Final = re.compile(r"^data:image/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+$", re.I)
 
 _SEED_MIN: Final = -(2**63)
 _SEED_MAX: Final = 2**63 - 1
@@ -114,16 +118,58 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-class TextPart(_Frozen):
-    """A ``{"type": "text", "text": ...}`` content part, the only kind this gateway accepts."""
+class ImageURL(_Frozen):
+    """``image_url`` of an image part: a ``data:image/...;base64,`` URL or an http(s) URL
+    (which a backend passes on only when its config allows remote URLs)."""
 
-    type: Literal["text"]
-    text: Text
+    url: NonEmptyText
+    detail: Literal["auto", "low", "high"] | None = None
+
+    @property
+    def remote(self) -> bool:
+        return not self.url.startswith("data:")
+
+    @model_validator(mode="after")
+    def _image_url(self) -> ImageURL:
+        if not (_DATA_IMAGE.match(self.url) or self.url.startswith(("https://", "http://"))):
+            raise _rule(
+                "Invalid '{param}': expected a base64 data URL (data:image/png;base64,...) or"
+                " a remote image URL.",
+                code="invalid_value",
+                field="url",
+            )
+        return self
+
+
+class ContentPart(_Frozen):
+    """A content part: ``{"type": "text", "text": ...}``, or ``{"type": "image_url",
+    "image_url": {"url": ...}}`` (user messages only; see :class:`ImageURL`)."""
+
+    type: Literal["text", "image_url"]
+    text: Text | None = None
+    image_url: ImageURL | None = None
+
+    @model_validator(mode="after")
+    def _fields_fit_the_type(self) -> ContentPart:
+        wanted, other = ("text", "image_url") if self.type == "text" else ("image_url", "text")
+        if getattr(self, wanted) is None:
+            raise _rule(
+                "Missing required parameter: '{param}'.",
+                code="missing_required_parameter",
+                field=wanted,
+            )
+        if getattr(self, other) is not None:
+            raise _rule(
+                f"Invalid parameter: '{{param}}' is not allowed in a '{self.type}' part.",
+                code="invalid_value",
+                field=other,
+            )
+        return self
 
 
 _TextContent = Annotated[Text, Tag(TAG_TEXT)]
 _PartsContent = Annotated[
-    list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS), Tag(TAG_LIST)
+    list[ContentPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS), Tag(TAG_LIST)
 ]
 Content = Annotated[
     _TextContent | _PartsContent,
@@ -133,7 +179,7 @@ Content = Annotated[
         custom_error_message="one of a string or array of objects",  # "expected ..."
     ),
 ]
-"""Message content: a string, or a non-empty array of text parts."""
+"""Message content: a string, or a non-empty array of text and image parts."""
 
 _OneStop = Annotated[NonEmptyText, Tag(TAG_TEXT)]
 _StopList = Annotated[
@@ -207,6 +253,15 @@ class ChatMessage(_Frozen):
                 code="invalid_value",
                 field="tool_call_id",
             )
+        if self.role != "user" and self.images:
+            assert isinstance(self.content, list)  # only parts carry images
+            index = next(i for i, part in enumerate(self.content) if part.type == "image_url")
+            raise _rule(
+                "Invalid value: '{param}': image_url parts are only allowed in messages with"
+                " role 'user'.",
+                code="invalid_value",
+                field=f"content[{index}].type",
+            )
         if self.role != "assistant" and self.tool_calls is not None:
             raise _rule(
                 "Invalid parameter: '{param}' is only allowed on messages with role 'assistant'.",
@@ -217,13 +272,20 @@ class ChatMessage(_Frozen):
 
     @property
     def text(self) -> str:
-        """The content as one string: the string itself, or the text parts joined with ``""``
-        (``""`` for an assistant message that only calls tools)."""
+        """The content's text as one string: the string itself, or the text parts joined with
+        ``""`` (``""`` for an assistant message that only calls tools; images are left out)."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text or "" for part in self.content)
+
+    @property
+    def images(self) -> tuple[ImageURL, ...]:
+        """The message's image parts (none for string content)."""
+        if self.content is None or isinstance(self.content, str):
+            return ()
+        return tuple(part.image_url for part in self.content if part.image_url is not None)
 
 
 class FunctionDefinition(_Frozen):

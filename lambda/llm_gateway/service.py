@@ -93,23 +93,28 @@ async def deltas(upstream: AsyncIterable[bytes], adapter: StreamAdapter) -> Asyn
                 yield delta
 
 
+_NOT_SUPPORTED = frozenset({"unsupported_parameter", "unsupported_value"})
+
+
 def _meaningful(delta: Delta) -> bool:
     return bool(delta.generated or delta.finish_reason or delta.usage)
 
 
 def _capable(request: ChatRequest, order: Sequence[Backend]) -> list[Backend]:
-    """The backends of ``order`` whose format can serve ``request`` (e.g. ``tools`` need an
-    OpenAI-format backend); if there is none, the first one's refusal (a 400) is raised."""
+    """The backends of ``order`` that can serve ``request`` (e.g. ``tools`` need an
+    OpenAI-format backend, images one with ``image_input``); if there is none, a refusal (a
+    400) is raised: the first from a backend that has the feature but not enough of it (too
+    many images), which says more than "not supported", else the first."""
     capable: list[Backend] = []
-    refusal: GatewayError | None = None
+    refusals: list[GatewayError] = []
     for backend in order:
-        error = adapter_for(backend.format).unsupported(request)
+        error = adapter_for(backend.format).unsupported(request, backend)
         if error is None:
             capable.append(backend)
-        elif refusal is None:
-            refusal = error
-    if not capable and refusal is not None:
-        raise refusal
+        else:
+            refusals.append(error)
+    if not capable and refusals:
+        raise next((e for e in refusals if e.code not in _NOT_SUPPORTED), refusals[0])
     return capable
 
 

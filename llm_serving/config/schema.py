@@ -7,11 +7,12 @@ instead of being silently ignored.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal, cast
 
 from pydantic import Field, model_validator
 
-from llm_gateway.contract import PromptTemplate, StreamFormat
+from llm_gateway.contract import ImageInput, PromptTemplate, StreamFormat
 from llm_serving.config.amis import InferenceAmiVersion
 from llm_serving.config.base import Strict as _Strict
 from llm_serving.config.containers import (
@@ -206,6 +207,14 @@ class GatewayOptions(_Strict):
             "read none."
         ),
     )
+    image_input: ImageInput | None = Field(
+        None,
+        description=(
+            "Declare that the model takes images (a vision-language model on the openai "
+            "format): image_url parts are passed to it. null: text only, and requests with "
+            "images skip this backend."
+        ),
+    )
 
 
 MetricPublishFrequency = Literal[10, 30, 60, 120, 180, 240, 300]
@@ -297,6 +306,13 @@ class ModelConfig(_Strict):
                 f"gateway.stream_format {self.stream_format!r} sends a raw prompt; "
                 "set gateway.prompt_template (e.g. llama2)"
             )
+        if native and self.gateway.image_input is not None:
+            raise ValueError(
+                f"gateway.image_input needs the openai stream format (the model's own chat "
+                f"template places the images); {self.stream_format!r} sends a plain prompt: "
+                "remove image_input or use stream_format openai"
+            )
+        self._image_limit_agrees()
         if not native and self.gateway.prompt_template is not None:
             raise ValueError(
                 "gateway.prompt_template applies only to the lmi and tgi formats; the openai "
@@ -308,6 +324,33 @@ class ModelConfig(_Strict):
                 f"for a prompt within max_model_len ({self.container.max_model_len}); lower it"
             )
         return self
+
+    def _image_limit_agrees(self) -> None:
+        """vLLM refuses a prompt with more images than ``--limit-mm-per-prompt`` allows; the
+        gateway's ``max_images`` must not promise more (vLLM docs, "Conserving memory")."""
+        accepts = self.gateway.image_input
+        container = self.container
+        if accepts is None or not isinstance(container, VllmContainer):
+            return
+        raw = container.engine_args.get("limit-mm-per-prompt")
+        if raw is None:
+            return
+        try:
+            limits = json.loads(str(raw))
+        except ValueError:
+            limits = None
+        if not isinstance(limits, dict):
+            raise ValueError(
+                "container.engine_args.limit-mm-per-prompt must be a JSON object such as "
+                f"'{{\"image\": {accepts.max_images}}}' (got {raw!r})"
+            )
+        allowed = limits.get("image", 0)
+        if not isinstance(allowed, int) or allowed < accepts.max_images:
+            raise ValueError(
+                f"gateway.image_input.max_images lets {accepts.max_images} images through but "
+                f"vLLM's limit-mm-per-prompt takes {allowed}; fix: lower max_images or raise "
+                "the image limit in container.engine_args.limit-mm-per-prompt"
+            )
 
     @property
     def stream_format(self) -> StreamFormat:

@@ -12,7 +12,7 @@ import pytest
 from llm_gateway.adapters import Delta, InBandError, Usage, adapter_for
 from llm_gateway.adapters.prompts import llama2_prompt
 from llm_gateway.chunks import merge_tool_calls
-from llm_gateway.contract import Backend, StreamFormat
+from llm_gateway.contract import Backend, ImageInput, StreamFormat
 from llm_gateway.request import parse_chat_request
 from llm_gateway.service import deltas
 
@@ -114,6 +114,7 @@ LMI = Backend(
     custom_attributes="accept_eula=true", max_tokens_default=1024,
 )  # fmt: skip
 TGI = LMI.model_copy(update={"format": "tgi"})
+NATIVE = {"lmi": LMI, "tgi": TGI}
 
 
 def _request(**fields: object) -> bytes:
@@ -276,6 +277,9 @@ NATIVE_REFUSED = [
     ({"messages": [{"role": "user", "content": "Hi"},
                    {"role": "tool", "tool_call_id": "c1", "content": "1"}]},
      "messages[1].role", "without tools"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]},
+     "messages[0].content[0].type", "without images"),
 ]  # fmt: skip
 
 
@@ -284,14 +288,15 @@ NATIVE_REFUSED = [
 def test_native_formats_refuse_what_needs_an_openai_backend(
     fmt: StreamFormat, fields: dict[str, object], param: str, why: str
 ) -> None:
-    error = adapter_for(fmt).unsupported(parse_chat_request(_request(**fields)))
+    error = adapter_for(fmt).unsupported(parse_chat_request(_request(**fields)), NATIVE[fmt])
     assert error is not None
     assert (error.status, error.param) == (400, param)
     assert error.code in ("unsupported_parameter", "unsupported_value")
     assert f"'{param}'" in error.message
     assert "model 'm': its backend takes a plain prompt" in error.message
     assert why in error.message
-    assert adapter_for("openai").unsupported(parse_chat_request(_request(**fields))) is None
+    vision = OPENAI.model_copy(update={"image_input": ImageInput()})
+    assert adapter_for("openai").unsupported(parse_chat_request(_request(**fields)), vision) is None
 
 
 @pytest.mark.parametrize("fmt", ["lmi", "tgi"])
@@ -299,4 +304,4 @@ def test_native_formats_accept_values_that_ask_for_nothing(fmt: StreamFormat) ->
     request = parse_chat_request(
         _request(tool_choice="none", response_format={"type": "text"}, logprobs=False, seed=1)
     )
-    assert adapter_for(fmt).unsupported(request) is None
+    assert adapter_for(fmt).unsupported(request, NATIVE[fmt]) is None

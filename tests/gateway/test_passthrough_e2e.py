@@ -299,13 +299,15 @@ def test_n_above_one_is_refused_with_the_reason(servers_clean: Servers) -> None:
     assert servers_clean.emulator.requests == []
 
 
-def test_image_parts_stay_refused(servers_clean: Servers) -> None:
-    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+def test_a_text_only_route_refuses_image_parts_naming_the_part(servers_clean: Servers) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
         servers_clean.client().chat.completions.create(
-            model="deepseek", messages=[{"role": "user", "content": [image]}]
+            model="deepseek", messages=[{"role": "user", "content": [_image(PNG)]}]
         )
     assert raised.value.param == "messages[0].content[0].type"
+    assert raised.value.code == "unsupported_value"
+    assert "model 'deepseek': its model takes text only" in raised.value.message
+    assert servers_clean.emulator.requests == []
 
 
 # --- a route mixing formats: tools go to the backend that can take them -----------------------
@@ -318,8 +320,21 @@ MIXED = {
              "prompt_template": "llama2", "max_tokens_default": 64},
             {"name": "deepseek-r1", "endpoint_name": "ep-deepseek", "format": "openai",
              "max_tokens_default": 64}]},
+        {"model": "vision", "backends": [
+            {"name": "deepseek-r1", "endpoint_name": "ep-deepseek", "format": "openai",
+             "max_tokens_default": 64},
+            {"name": "qwen-vl", "endpoint_name": "ep-vl", "format": "openai",
+             "max_tokens_default": 64, "image_input": {"max_images": 2}}]},
     ]
 }  # fmt: skip
+PNG = (  # a 1×1 PNG
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+A8AAQUB"
+    "AScY42YAAAAASUVORK5CYII="
+)
+
+
+def _image(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url, "detail": "low"}}
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +354,48 @@ def test_a_mixed_route_sends_tool_requests_only_to_backends_that_take_tools(
     assert [r.endpoint for r in servers_clean.emulator.requests] == ["ep-deepseek"]
     plain = client.chat.completions.create(model="mixed", messages=ASK)
     assert plain.model == "llama-2-13b-chat"  # without tools the first backend serves
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_image_parts_go_only_to_the_backend_that_declares_image_input(
+    servers_clean: Servers, mixed_gateway: str, stream: bool
+) -> None:
+    servers_clean.emulator.set_scenario("ep-vl", Scenario(content="A small red square."))
+    client = openai.OpenAI(base_url=f"{mixed_gateway}/v1", api_key="unused", max_retries=0)
+    parts = [{"type": "text", "text": "What is in this picture?"}, _image(PNG)]
+    messages: Any = [{"role": "user", "content": parts}]
+    if stream:
+        chunks = list(
+            client.chat.completions.create(model="vision", messages=messages, stream=True)
+        )
+        assert {c.model for c in chunks} == {"qwen-vl"}
+    else:
+        assert client.chat.completions.create(model="vision", messages=messages).model == "qwen-vl"
+    (recorded,) = servers_clean.emulator.requests
+    assert recorded.endpoint == "ep-vl"  # the first backend takes text only: skipped
+    assert isinstance(recorded.body, dict)
+    assert recorded.body["messages"] == [{"role": "user", "content": parts}]  # parts as sent
+    servers_clean.emulator.clear_requests()
+    text_only = client.chat.completions.create(model="vision", messages=ASK)
+    assert text_only.model == "deepseek-r1"  # without images the route's order applies
+
+
+@pytest.mark.parametrize(
+    ("content", "param", "fragment"),
+    [
+        ([_image(PNG)] * 3, "messages[0].content[2]", "takes at most 2 image(s) per request"),
+        ([_image("https://example.com/cat.png")], "messages[0].content[0].image_url.url",
+         "takes images as base64 data URLs only"),
+    ],
+)  # fmt: skip
+def test_a_vision_backend_refuses_images_beyond_its_config(
+    servers_clean: Servers, mixed_gateway: str, content: Any, param: str, fragment: str
+) -> None:
+    client = openai.OpenAI(base_url=f"{mixed_gateway}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(
+            model="vision", messages=[{"role": "user", "content": content}]
+        )
+    assert raised.value.param == param
+    assert fragment in raised.value.message
+    assert servers_clean.emulator.requests == []

@@ -17,13 +17,14 @@ from llm_gateway.request import (
     UNSUPPORTED_PARAMETERS,
     ChatMessage,
     ChatRequest,
-    TextPart,
+    ContentPart,
     parse_chat_request,
 )
 
 USER = {"role": "user", "content": "Hello"}
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+PNG = "data:image/png;base64,iVBORw0KGgo="
 SCHEMA = {
     "type": "object",
     "properties": {"city": {"type": "string"}},
@@ -141,9 +142,15 @@ BAD: list[tuple[str, Any, str | None, str | None, str]] = [
     ("content-null", body(messages=[user(None)]), "messages[0].content", "invalid_type", "expected one of a string or array of objects, but got null instead"),
     ("content-number", body(messages=[user(3)]), "messages[0].content", "invalid_type", "but got an integer instead"),
     ("content-empty-array", body(messages=[user([])]), "messages[0].content", "empty_array", "empty array"),
-    ("content-image-part", body(messages=[user([{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}])]), "messages[0].content[1].type", "unsupported_value", "Only text content parts are supported"),
-    ("content-audio-part", body(messages=[user([{"type": "input_audio", "input_audio": {}}])]), "messages[0].content[0].type", "unsupported_value", "'input_audio'"),
-    ("content-part-unknown-type", body(messages=[user([{"type": "video", "text": "x"}])]), "messages[0].content[0].type", "invalid_value", "Invalid value: 'video'. Supported values are: 'text'."),
+    ("content-audio-part", body(messages=[user([{"type": "input_audio", "input_audio": {}}])]), "messages[0].content[0].type", "unsupported_value", "Only text and image_url content parts are supported"),
+    ("content-part-unknown-type", body(messages=[user([{"type": "video", "text": "x"}])]), "messages[0].content[0].type", "invalid_value", "Invalid value: 'video'. Supported values are: 'text' and 'image_url'."),
+    ("image-part-no-image-url", body(messages=[user([{"type": "image_url"}])]), "messages[0].content[0].image_url", "missing_required_parameter", "Missing required parameter: 'messages[0].content[0].image_url'."),
+    ("image-part-with-text", body(messages=[user([{"type": "image_url", "text": "x", "image_url": {"url": PNG}}])]), "messages[0].content[0].text", "invalid_value", "is not allowed in a 'image_url' part"),
+    ("text-part-with-image", body(messages=[user([{"type": "text", "text": "x", "image_url": {"url": PNG}}])]), "messages[0].content[0].image_url", "invalid_value", "is not allowed in a 'text' part"),
+    ("image-url-ftp", body(messages=[user([{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}])]), "messages[0].content[0].image_url.url", "invalid_value", "expected a base64 data URL"),
+    ("image-url-data-not-image", body(messages=[user([{"type": "image_url", "image_url": {"url": "data:text/plain;base64,aGk="}}])]), "messages[0].content[0].image_url.url", "invalid_value", "expected a base64 data URL"),
+    ("image-url-detail", body(messages=[user([{"type": "image_url", "image_url": {"url": PNG, "detail": "ultra"}}])]), "messages[0].content[0].image_url.detail", "invalid_value", "Supported values are: 'auto', 'low', and 'high'."),
+    ("image-in-assistant", body(messages=[USER, {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": PNG}}]}]), "messages[1].content[1].type", "invalid_value", "only allowed in messages with role 'user'"),
     ("content-part-no-text", body(messages=[user([{"type": "text"}])]), "messages[0].content[0].text", "missing_required_parameter", "'messages[0].content[0].text'"),
     ("content-part-string", body(messages=[user(["hi"])]), "messages[0].content[0]", "invalid_type", "expected an object, but got a string"),
     ("content-part-extra", body(messages=[user([{"type": "text", "text": "a", "cache": 1}])]), "messages[0].content[0].cache", "unknown_parameter", "Unrecognized request argument supplied: messages[0].content[0].cache"),
@@ -315,7 +322,8 @@ def test_parsed_request_is_frozen() -> None:
 
 def test_models_can_be_built_directly() -> None:
     message = ChatMessage(
-        role="user", content=[TextPart(type="text", text="a"), TextPart(type="text", text="b")]
+        role="user",
+        content=[ContentPart(type="text", text="a"), ContentPart(type="text", text="b")],
     )
     request = ChatRequest(model="m", messages=[message], max_tokens=5, stop="x")
     assert (message.text, request.output_limit, request.stop_sequences) == ("ab", 5, ("x",))

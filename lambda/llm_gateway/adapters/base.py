@@ -60,9 +60,10 @@ class InBandError(Exception):
 class StreamAdapter(Protocol):
     """Per-request translator between the OpenAI API and one backend format."""
 
-    def unsupported(self, request: ChatRequest) -> GatewayError | None:
-        """The 400 for a request this format cannot serve (e.g. ``tools`` on a backend that
-        takes a plain prompt), or None. Checked before the backend is invoked."""
+    def unsupported(self, request: ChatRequest, backend: Backend) -> GatewayError | None:
+        """The 400 for a request this backend cannot serve (e.g. ``tools`` on a backend that
+        takes a plain prompt, images on one without ``image_input``), or None. Checked before
+        the backend is invoked."""
         ...
 
     def request_body(self, request: ChatRequest, backend: Backend, max_tokens: int) -> bytes:

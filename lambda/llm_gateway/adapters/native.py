@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from llm_gateway.adapters.base import Delta, InBandError, Usage, load_event
+from llm_gateway.adapters.images import image_refusal
 from llm_gateway.adapters.prompts import render_prompt
 from llm_gateway.errors import GatewayError, invalid_request
 from llm_gateway.request_errors import clip
@@ -80,8 +81,10 @@ class _NativeAdapter:
     prompt_tokens_key: str | None = None
     penalties: tuple[str, ...] = ()
 
-    def unsupported(self, request: ChatRequest) -> GatewayError | None:
-        return _prompt_only(request)
+    def unsupported(self, request: ChatRequest, backend: Backend) -> GatewayError | None:
+        return _prompt_only(request) or image_refusal(
+            request, backend, f"{_PLAIN_PROMPT}, without images"
+        )
 
     def request_body(self, request: ChatRequest, backend: Backend, max_tokens: int) -> bytes:
         assert backend.prompt_template is not None  # guaranteed by routes.Backend

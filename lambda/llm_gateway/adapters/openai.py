@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from llm_gateway.adapters.base import Delta, InBandError, Usage, load_event
+from llm_gateway.adapters.images import TEXT_ONLY, image_refusal
 from llm_gateway.adapters.params import sampling_params
 
 if TYPE_CHECKING:
@@ -24,7 +25,13 @@ _FINISH = frozenset({"stop", "length", "tool_calls"})
 
 def _message(message: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": _ROLE.get(message.role, message.role)}
-    if message.content is not None:
+    if message.images:
+        # Parts as sent (text and image_url): vLLM's chat API takes OpenAI's content parts.
+        assert isinstance(message.content, list)
+        out["content"] = [
+            part.model_dump(mode="json", exclude_none=True) for part in message.content
+        ]
+    elif message.content is not None:
         out["content"] = message.text
     elif "content" in message.model_fields_set:
         out["content"] = None  # an assistant turn that only called tools, as the client sent it
@@ -60,8 +67,10 @@ def _passthrough(request: ChatRequest) -> dict[str, Any]:
 
 
 class OpenAIAdapter:
-    def unsupported(self, request: ChatRequest) -> GatewayError | None:
-        return None  # the backend applies its own chat template, tools included
+    def unsupported(self, request: ChatRequest, backend: Backend) -> GatewayError | None:
+        # The backend applies its own chat template, tools included; images need a model
+        # declared to take them.
+        return image_refusal(request, backend, TEXT_ONLY)
 
     def request_body(self, request: ChatRequest, backend: Backend, max_tokens: int) -> bytes:
         body: dict[str, Any] = {
