@@ -1,13 +1,15 @@
-# Every README command goes through here. `make synth` and `make test` set everything up first.
+# Every README command goes through here and installs what it needs on first use: `make synth`
+# the synth set (requirements.txt, the pinned CDK CLI and Node, the function's wheels), `make
+# test` adds the test tools (requirements-dev.txt, checkov), `make catalog` the maintainer tools.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# node_modules/.bin first: the pinned Node 22 (package.json) runs the CDK CLI and jsii.
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
-# jsii prints a large banner on Node 20 (end of life); the toolchain still works on it.
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup synth test lint local catalog schema clean
+.PHONY: setup setup-test setup-maintainer synth test lint local catalog schema clean
 
 WHEELHOUSE := .wheelhouse
 # The gateway runtime's requirements ship inside its package (lambda/llm_gateway/).
@@ -17,12 +19,21 @@ RUNTIME_REQUIREMENTS := lambda/llm_gateway/requirements.txt
 LAMBDA_PLATFORM_PIP := --python-version 3.13 --implementation cp --only-binary=:all:
 
 setup: $(VENV)/.installed $(VENV)/.editable node_modules/.installed $(WHEELHOUSE)/.installed
+setup-test: setup $(VENV)/.test-tools
+setup-maintainer: setup-test $(VENV)/.maintainer-tools
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+$(VENV)/.installed: requirements.txt constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(PIP_INSTALL) -r requirements.txt -c constraints.txt
+	@touch $@
+
+$(VENV)/.test-tools: requirements-dev.txt $(RUNTIME_REQUIREMENTS) constraints.txt | $(VENV)/.installed
+	$(PIP_INSTALL) -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+$(VENV)/.maintainer-tools: requirements-maintainer.txt constraints.txt | $(VENV)/.test-tools
+	$(PIP_INSTALL) -r requirements-maintainer.txt -c constraints.txt
 	@touch $@
 
 # This project itself, editable (llm_serving and, from lambda/, llm_gateway: the bundler finds
@@ -48,9 +59,8 @@ $(WHEELHOUSE)/.installed: $(RUNTIME_REQUIREMENTS) constraints.txt | $(VENV)/.ins
 CHECKOV_VENV := .venv-checkov
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt constraints-checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt \
-	  -c constraints-checkov.txt
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -r requirements-checkov.txt -c constraints-checkov.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -69,28 +79,31 @@ synth: setup
 diff: setup
 	$(PY) scripts/offline_diff.py $(if $(BASE),--base '$(BASE)') $(CDK_ARGS)
 
-## The whole test suite (lint and type checks included).
-test: setup lint $(CHECKOV_VENV)/.installed
-	$(PY) -m pytest
+## The whole test suite (lint and type checks included), one pytest worker per core; a module's
+## tests stay on one worker, so its servers and synthesized apps are built once.
+test: setup-test lint $(CHECKOV_VENV)/.installed
+	$(PY) -m pytest -n auto --dist loadfile
 
-lint: setup
+lint: setup-test
 	ruff check .
 	ruff format --check .
 	mypy
 
 ## The gateway and a SageMaker-runtime emulator on loopback (no AWS account): the OpenAI API
 ## on http://127.0.0.1:8080/v1. Ctrl-C stops both. Options: make local LOCAL_ARGS="--port 9000"
-local: setup
+local: setup-test
 	$(PY) -m local.run $(LOCAL_ARGS)
 
 ## Benchmarks: gateway overhead, relay throughput, cold start, synth and test time (a few
 ## minutes; writes bench-results.json). Figures and method: docs/benchmarks.md.
-bench: setup
+bench: setup-test
 	$(PY) -m bench $(BENCH_ARGS)
 
-## Maintainers: regenerate the pinned image catalog from the SageMaker SDK.
-catalog: setup
+## Maintainers: regenerate the pinned image catalog from the SageMaker SDK, then check it
+## against the SDK (maintainer/: the tests that need the SDK, which nothing else installs).
+catalog: setup-maintainer
 	$(PY) scripts/update_image_catalog.py
+	$(PY) -m pytest maintainer
 
 ## Regenerate docs/schema/*.schema.json and docs/configuration.md from the config models.
 schema: setup

@@ -12,7 +12,7 @@ from aws_cdk import App
 from llm_serving.config.loader import ConfigError
 from llm_serving.regions import check_region
 from llm_serving.stage import Stage
-from stacks import GATEWAY_SKIPPED, AppSettings, add_compliance_checks, build
+from stacks import GATEWAY_SKIPPED, NO_ACCOUNT, AppSettings, add_compliance_checks, build
 
 
 def settings_from_context(app: App) -> AppSettings:
@@ -33,11 +33,14 @@ def settings_from_context(app: App) -> AppSettings:
 def main() -> None:
     app = App()
     try:
-        built = build(app, settings_from_context(app))
+        settings = settings_from_context(app)
+        built = build(app, settings)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if built.skipped_gateway:
         print(GATEWAY_SKIPPED, file=sys.stderr)
+    if settings.account is None:
+        print(NO_ACCOUNT, file=sys.stderr)
     add_compliance_checks(app)
     app.synth()
 

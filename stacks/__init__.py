@@ -17,6 +17,7 @@ from stacks.model_stack import ModelStack
 
 __all__ = [
     "GATEWAY_SKIPPED",
+    "NO_ACCOUNT",
     "AppSettings",
     "ArtifactsStack",
     "BuiltApp",
@@ -57,6 +58,15 @@ GATEWAY_SKIPPED = (
     "Synthesize without -c models to deploy the gateway; for a gateway over fewer models, use "
     "a config_dir holding only those."
 )
+NO_ACCOUNT = (
+    "note: no AWS account resolved (no credentials, no -c account): the templates are "
+    "account-agnostic and synth works offline, but `cdk diff` and `cdk deploy` need credentials. "
+    "To review a change without an account, run `make diff` (compares against main)."
+)
+"""``CDK_DEFAULT_ACCOUNT`` is "set by the CDK CLI with the default AWS account ID"
+(aws-cdk-lib ``cx-api/lib/cxapi.d.ts``, ``DEFAULT_ACCOUNT_ENV``), which the CLI can only know
+from credentials; unset (and no ``-c account``), it is the app's one hint that diff and deploy
+will fail. Seen here: ``npx cdk ls`` with no credentials runs the app without it."""
 
 
 def build(app: App, settings: AppSettings) -> BuiltApp:

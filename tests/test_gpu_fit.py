@@ -1,16 +1,14 @@
-"""The synth-time GPU memory fit check and the instance GPU catalog."""
+"""The synth-time GPU memory fit check and the instance GPU catalog (checked against the
+SageMaker SDK's GPU facts by ``maintainer/test_instance_gpus_sdk.py``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import sagemaker.core
 
 from llm_serving.config import (
-    INSTANCE_GPUS,
     ConfigError,
     GpuFitError,
     check_fit,
@@ -19,8 +17,6 @@ from llm_serving.config import (
 )
 from llm_serving.config.schema import ModelConfig
 from tests.conftest import CONFIG_DIR, variant
-
-SDK_GPU_INFO = Path(sagemaker.core.__file__).parent / "image_uri_config" / "instance_gpu_info.json"
 
 
 def _config(**changes: object) -> ModelConfig:
@@ -76,22 +72,3 @@ def test_long_context_alone_can_break_the_fit() -> None:
     config = _config(container__max_model_len=131072, container__engine_args={})
     with pytest.raises(GpuFitError, match=r"KV cache 7\.00 GiB"):
         check_fit(config)
-
-
-# The SDK lists ml.g5.48xlarge with the CUDA-visible 22,888 MiB per A10G, every other g5 size
-# with the nominal 24 GiB. The catalog uses nominal sizes throughout (see gpus.py).
-SDK_OUTLIERS = {"ml.g5.48xlarge"}
-
-
-def test_catalog_agrees_with_sagemaker_sdk() -> None:
-    sdk = json.loads(SDK_GPU_INFO.read_text())["us-east-1"]
-    compared = 0
-    for instance_type, facts in sdk.items():
-        ours = INSTANCE_GPUS.get(instance_type)
-        if ours is None:
-            continue
-        compared += 1
-        assert ours.count == facts["Count"], instance_type
-        if instance_type not in SDK_OUTLIERS:
-            assert ours.total_gib * 1024 == facts["TotalGpuMemoryInMiB"], instance_type
-    assert compared >= 15
