@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_cdk import CfnResource, Duration, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -19,14 +20,42 @@ class ModelArtifacts(Construct):
 
     ``dev`` removes everything on ``cdk destroy`` (buckets are emptied first); ``prod`` retains
     the key and both buckets.
+
+    A platform team's own bucket and key can be used instead (``existing_bucket``,
+    ``existing_key``); nothing is then created for them, and their lifetimes are the owner's.
+    Exposes ``key``, ``bucket`` and ``access_log_bucket`` (``None`` with ``existing_bucket``).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, stage: Stage) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: Stage,
+        existing_bucket: s3.IBucket | None = None,
+        existing_key: kms.IKey | None = None,
+    ) -> None:
         """
         :param scope: the parent construct.
         :param construct_id: this construct's id.
         :param stage: ``Stage.DEV`` (destroyed with the stack, buckets emptied first) or
             ``Stage.PROD`` (key and buckets retained, key deletion window 30 days). Required.
+        :param existing_bucket: an artifact bucket to use as is (e.g.
+            ``s3.Bucket.from_bucket_name``): no bucket and no access-log bucket are created
+            (``access_log_bucket`` is ``None``); its policies, logging and lifetime stay its
+            owner's. If it is SSE-KMS encrypted with its own key, pass that key as
+            ``existing_key``: without it a new key is still created (it encrypts endpoint
+            volumes) and ``grant_read_prefix`` grants decrypt on that new key only, so reads
+            of the bucket's objects would be denied. Default: a new versioned SSE-KMS bucket
+            and its access-log bucket.
+        :param existing_key: a KMS key to use instead of creating one (e.g.
+            ``kms.Key.from_key_arn``): it encrypts the new artifact bucket (unless
+            ``existing_bucket``) and the endpoints' EBS storage volumes. Its key policy must
+            let this account's IAM policies grant its use (the default key policy does):
+            ``grant_read_prefix`` and ``LlmEndpoint`` add ``kms:Decrypt`` (and, for EBS
+            volumes, ``kms:CreateGrant``, ``kms:DescribeKey``, ``kms:GenerateDataKey``) to the
+            roles' own policies. Default: a new rotated customer-managed key, with the stage's
+            lifetime.
         """
         super().__init__(scope, construct_id)
         # Grant log delivery by bucket policy, not ACL, whatever the consuming app's feature
@@ -34,9 +63,15 @@ class ModelArtifacts(Construct):
         self.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
         policy = StagePolicy.for_stage(stage)
 
-        self.key = policy.data_key(
+        self.key: kms.IKey = existing_key or policy.data_key(
             self, "Key", description="Encrypts model artifacts and endpoint storage volumes"
         )
+        self.bucket: s3.IBucket
+        self.access_log_bucket: s3.Bucket | None = None
+        """The new bucket's server-access-log bucket; ``None`` with ``existing_bucket``."""
+        if existing_bucket is not None:
+            self.bucket = existing_bucket
+            return
 
         # Shared by both buckets: private, TLS 1.2+ only, ACLs off, lifetime by stage.
         private: dict[str, Any] = {
@@ -47,7 +82,7 @@ class ModelArtifacts(Construct):
             "removal_policy": policy.removal_policy,
             "auto_delete_objects": policy.auto_delete_objects,
         }
-        self.access_log_bucket = s3.Bucket(
+        access_logs = s3.Bucket(
             self,
             "AccessLogs",
             # S3 server access logging cannot deliver to an SSE-KMS bucket.
@@ -62,7 +97,7 @@ class ModelArtifacts(Construct):
             encryption_key=self.key,
             bucket_key_enabled=True,
             versioned=True,
-            server_access_logs_bucket=self.access_log_bucket,
+            server_access_logs_bucket=access_logs,
             server_access_logs_prefix="artifacts/",
             lifecycle_rules=[
                 s3.LifecycleRule(
@@ -72,14 +107,15 @@ class ModelArtifacts(Construct):
             ],
             **private,
         )
+        self.access_log_bucket = access_logs
         skip_checkov(
-            self.access_log_bucket,
+            access_logs,
             "CKV_AWS_18",
             "This is the access-log bucket: logging it into another bucket would need a third, "
             "and into itself would log its own log deliveries.",
         )
         skip_checkov(
-            self.access_log_bucket,
+            access_logs,
             "CKV_AWS_21",
             "S3 server access logs are written once by the logging service and expire by the "
             "lifecycle rule; versioning would only keep expired copies.",
@@ -92,7 +128,9 @@ class ModelArtifacts(Construct):
         return f"s3://{self.bucket.bucket_name}/{prefix}"
 
     def grant_read_prefix(self, grantee: iam.IGrantable, prefix: str) -> iam.Grant:
-        """Let ``grantee`` list and read objects under ``prefix`` only, and decrypt them."""
+        """Let ``grantee`` list and read objects under ``prefix`` only, and decrypt them with
+        ``key`` (an existing bucket's own key only if it was passed as ``existing_key``).
+        Statements go to the grantee's own policy; an immutable imported role drops them."""
         principal = grantee.grant_principal
         principal.add_to_principal_policy(
             iam.PolicyStatement(

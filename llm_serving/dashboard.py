@@ -104,28 +104,29 @@ class InferenceDashboard(Construct):
         construct_id: str,
         *,
         gateway: StreamingGateway,
-        endpoints: Sequence[LlmEndpoint],
-        config: ObservabilityConfig,
         stage: Stage,
+        endpoints: Sequence[LlmEndpoint] | None = None,
+        config: ObservabilityConfig | None = None,
     ) -> None:
         """
         :param scope: the parent construct.
         :param construct_id: this construct's id.
         :param gateway: the ``StreamingGateway`` whose routes, API and function are charted.
             Required.
-        :param endpoints: the ``LlmEndpoint`` s behind it (each model once; repeats are
-            charted once). Required.
-        :param config: thresholds, alarm e-mail and whether to build the dashboard
-            (``ObservabilityConfig``; its defaults: ``ObservabilityConfig()``). Required.
         :param stage: the alarm topic key's deletion window (7 days dev, 30 prod). Required.
+        :param endpoints: the ``LlmEndpoint`` s to chart (each model once; repeats are
+            charted once). Default: every ``LlmEndpoint`` the gateway routes to
+            (``ExistingEndpoint`` s are not charted).
+        :param config: thresholds, alarm e-mail and whether to build the dashboard
+            (``ObservabilityConfig``). Default: the gateway's ``config.observability``.
         """
         super().__init__(scope, construct_id)
         self._policy = StagePolicy.for_stage(stage)
         self.gateway = gateway
-        self.config = config
+        self.config = config if config is not None else gateway.config.observability
         self.namespace = gateway.metric_namespace
         self.service_name = gateway.service_name
-        self.endpoints = _unique(endpoints)
+        self.endpoints = _unique(endpoints if endpoints is not None else gateway.llm_endpoints)
         self._check_gpu_memory_threshold()
         stack = Stack.of(self)
         self._alarm_prefix = stack.stack_name
@@ -140,7 +141,7 @@ class InferenceDashboard(Construct):
         self.dashboard_name = f"{stack.stack_name}-{stack.region}"
         self.dashboard_url = console_url(stack.region, self.dashboard_name)
         self.dashboard: cloudwatch.Dashboard | None = (
-            build_dashboard(self) if config.dashboard else None
+            build_dashboard(self) if self.config.dashboard else None
         )
 
     # --- Metrics ---------------------------------------------------------------------------

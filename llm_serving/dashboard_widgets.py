@@ -72,9 +72,9 @@ def build_dashboard(board: InferenceDashboard) -> cloudwatch.Dashboard:
 def _route_rows(
     board: InferenceDashboard, alias: str, route: GatewayRoute
 ) -> list[list[cloudwatch.IWidget]]:
-    backends = [b.endpoint.config.name for b in route.backends]
+    backends = [b.contract().name for b in route.backends]
     described = ", ".join(
-        f"`{b.endpoint.config.name}`" + (f" (weight {b.weight})" if b.weight is not None else "")
+        f"`{b.contract().name}`" + (f" (weight {b.weight})" if b.weight is not None else "")
         for b in route.backends
     )
     header = cloudwatch.TextWidget(

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import jsii
 from aws_cdk import Duration, Names, SecretValue, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from llm_serving._nag import (
-    acknowledge,
-    nag_resource,
-    skip_checkov,
-)
+from llm_serving._nag import skip_checkov
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
 from llm_serving.config.gpus import InstanceGpus
 from llm_serving.config.schema import (
-    BlueGreenDeployment,
     HubWeights,
     LmiContainer,
     ModelConfig,
@@ -26,17 +25,28 @@ from llm_serving.config.schema import (
 )
 from llm_serving.container_env import container_env
 from llm_serving.endpoint_logs import endpoint_log_group
-from llm_serving.endpoint_metrics import (
-    ENDPOINT_HOST_NAMESPACE,
-    SAGEMAKER_NAMESPACE,
-    VARIANT_NAME,
-    EndpointMetrics,
+from llm_serving.endpoint_metrics import VARIANT_NAME, EndpointMetrics
+from llm_serving.endpoint_network import (
+    VPC_INTERFACE_REASON,
+    VPC_WILDCARD_REASON,
+    EndpointNetwork,
+    endpoint_network,
+    grant_vpc_access,
 )
-from llm_serving.image_uri import image_uri, repository_arn
+from llm_serving.endpoint_role import (
+    acknowledge_role_findings,
+    execution_role,
+    grant_serving,
+    role_policy,
+    weights_finding,
+)
+from llm_serving.endpoint_rollout import autoscaling, deployment_config
+from llm_serving.image_uri import image_uri
 from llm_serving.lmi_package import LmiModelPackage
 from llm_serving.stage import Stage, StagePolicy
 
 
+@jsii.implements(ec2.IConnectable)
 class LlmEndpoint(EndpointMetrics, Construct):
     """A SageMaker model, endpoint config and endpoint serving one LLM on GPUs.
 
@@ -55,11 +65,17 @@ class LlmEndpoint(EndpointMetrics, Construct):
         two weeks and deletes them with the stack; ``prod`` keeps them a year and leaves them
         when the stack is deleted.
 
+    Platform escape hatches: ``vpc`` (with ``vpc_subnets`` and ``security_groups``) puts the
+    model's network interfaces in your VPC; ``execution_role`` uses your role instead of
+    creating one; ``ModelArtifacts`` takes your bucket and key.
+
     Exposes ``role``, ``model``, ``endpoint_config``, ``endpoint``, ``endpoint_name``,
     ``endpoint_arn``, ``log_group``, ``rollback_alarm``, ``scalable_target`` and
     ``scaling_policy`` (``None`` with ``scaling.enabled: false``), ``plan`` (the checked
-    :class:`DeployPlan`), ``gpus``, ``fit``, ``image`` (the pinned :class:`ImageSpec`) and
-    ``serving_properties`` (LMI only, else None).
+    :class:`DeployPlan`), ``gpus``, ``fit``, ``image`` (the pinned :class:`ImageSpec`),
+    ``serving_properties`` (LMI only, else None), ``network_isolation`` (bool), ``network``
+    (the VPC, selected subnets and security groups, or None), ``security_groups`` (empty
+    without a VPC) and ``connections`` (VPC only; the endpoint is an ``ec2.IConnectable``).
     """
 
     def __init__(
@@ -70,6 +86,10 @@ class LlmEndpoint(EndpointMetrics, Construct):
         config: ModelConfig,
         artifacts: ModelArtifacts,
         stage: Stage,
+        vpc: ec2.IVpc | None = None,
+        vpc_subnets: ec2.SubnetSelection | None = None,
+        security_groups: Sequence[ec2.ISecurityGroup] | None = None,
+        execution_role: iam.IRole | None = None,
     ) -> None:
         """
         :param scope: the parent construct.
@@ -80,6 +100,33 @@ class LlmEndpoint(EndpointMetrics, Construct):
             and their key. Required.
         :param stage: ``Stage.DEV`` (logs kept 14 days, deleted with the stack) or
             ``Stage.PROD`` (logs kept a year, left when the stack is deleted). Required.
+        :param vpc: a VPC for the model's containers (``CreateModel`` ``VpcConfig``):
+            SageMaker attaches network interfaces in its subnets, and model data is
+            downloaded through them. Without internet access the VPC needs an S3 gateway
+            endpoint (``add_vpc_endpoints``); Hub weights need a NAT gateway. The execution
+            role gets SageMaker's documented EC2 network-interface permissions, scoped to this
+            VPC, its subnets and security groups where IAM allows (for subnets shared from
+            another account, whose ARNs name their owner, grant CreateNetworkInterface on them
+            yourself). Default: no VPC: the containers use SageMaker's own network.
+        :param vpc_subnets: which subnets of ``vpc``; at least two, in different Availability
+            Zones (SageMaker requires it even for one instance), at most 16. Default: the
+            private subnets with egress if the VPC has any, else its isolated subnets.
+        :param security_groups: 1–5 security groups for the network interfaces (only with
+            ``vpc``). Default: one new group with no ingress and egress only TCP 443 to any
+            IPv4 address (S3 through a gateway endpoint has public addresses); open more with
+            ``connections``.
+        :param execution_role: an existing role for SageMaker to assume (trusting
+            ``sagemaker.amazonaws.com``), used instead of creating one. The endpoint adds the
+            same least-privilege statements to it with ``add_to_principal_policy``: ECR pull
+            of the pinned image's repository (and ``ecr:GetAuthorizationToken``), writing its
+            own log group, ``cloudwatch:PutMetricData`` in SageMaker's namespaces, reading the
+            weights prefix (``s3:ListBucket``/``s3:GetObject``, ``kms:Decrypt``), the LMI
+            package object (LMI only), the artifact key for EBS volumes (``kms:CreateGrant``,
+            ``kms:DescribeKey``, ``kms:Decrypt``, ``kms:GenerateDataKey``) and, with ``vpc``,
+            the EC2 network-interface permissions. An immutable imported role
+            (``Role.from_role_arn(..., mutable=False)``) silently drops them: its owner must
+            then grant them. Keep the role in this stack or import it, so that its policy
+            does not reference this stack's resources from another one. Default: a new role.
         """
         super().__init__(scope, construct_id)
         self.config = config
@@ -97,6 +144,10 @@ class LlmEndpoint(EndpointMetrics, Construct):
                 f"{config.name}: instance.volume_size_gb is set but {config.instance.type} uses "
                 "NVMe instance storage (SageMaker rejects a volume size); remove it"
             )
+        if vpc is None and (vpc_subnets is not None or security_groups is not None):
+            raise ValueError(
+                f"{config.name}: vpc_subnets and security_groups apply only with vpc; pass vpc"
+            )
         stack = Stack.of(self)
         # Generated, not hard-coded: deterministic from the construct path, so the rollback
         # alarm, the log group and autoscaling can name the endpoint without a dependency cycle.
@@ -108,7 +159,23 @@ class LlmEndpoint(EndpointMetrics, Construct):
         self._log_retention, self.log_group = endpoint_log_group(
             self, self.endpoint_name, StagePolicy.for_stage(stage)
         )
-        self.role = self._execution_role(artifacts)
+        self.network: EndpointNetwork | None = (
+            None
+            if vpc is None
+            else endpoint_network(
+                self,
+                model_name=config.name,
+                vpc=vpc,
+                vpc_subnets=vpc_subnets,
+                security_groups=security_groups,
+                hub_weights=isinstance(config.weights, HubWeights),
+            )
+        )
+        self.security_groups: list[ec2.ISecurityGroup] = (
+            self.network.security_groups if self.network else []
+        )
+        """The model's security groups (given or created); empty without a VPC."""
+        self.role = self._execution_role(artifacts, execution_role)
         self.model = self._model(artifacts)
         self.endpoint_config = self._endpoint_config(artifacts)
         self.rollback_alarm = self._rollback_alarm()
@@ -117,62 +184,45 @@ class LlmEndpoint(EndpointMetrics, Construct):
         self.scalable_target: appscaling.CfnScalableTarget | None = None
         self.scaling_policy: appscaling.CfnScalingPolicy | None = None
         if config.scaling.enabled:
-            self.scalable_target, self.scaling_policy = self._autoscaling()
+            self.scalable_target, self.scaling_policy = autoscaling(
+                self,
+                scaling=config.scaling,
+                endpoint_name=self.endpoint_name,
+                endpoint=self.endpoint,
+            )
+
+    @property
+    def connections(self) -> ec2.Connections:
+        """The model's network interfaces' security groups, to allow more traffic (e.g.
+        ``endpoint.connections.allow_to(database, ec2.Port.tcp(5432))``). VPC only."""
+        if self.network is None:
+            raise ValueError(
+                f"{self.config.name}: only an endpoint in a VPC has security groups; pass vpc"
+            )
+        return ec2.Connections(security_groups=self.security_groups)
 
     # --- IAM -------------------------------------------------------------------------------
 
-    def _execution_role(self, artifacts: ModelArtifacts) -> iam.Role:
+    def _execution_role(self, artifacts: ModelArtifacts, existing: iam.IRole | None) -> iam.IRole:
         config = self.config
-        role = iam.Role(
-            self,
-            "ExecutionRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"Execution role of the {config.name} SageMaker model",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                resources=[repository_arn(self, self.image)],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[self.log_group.log_group_arn],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={
-                    "StringEquals": {
-                        "cloudwatch:namespace": [SAGEMAKER_NAMESPACE, ENDPOINT_HOST_NAMESPACE]
-                    }
-                },
-            )
-        )
+        role = execution_role(self, existing=existing, model_name=config.name)
+        grant_serving(self, role, image=self.image, log_group=self.log_group)
+        findings: dict[str, str] = {}
         if isinstance(config.weights, S3Weights):
-            artifacts.grant_read_prefix(role, config.weights.prefix)
-        acknowledge(
+            prefix = config.weights.prefix
+            artifacts.grant_read_prefix(role, prefix)
+            finding, reason = weights_finding(
+                self, artifacts.bucket.arn_for_objects(f"{prefix}*"), prefix
+            )
+            findings[finding] = reason
+        if self.network is not None:
+            findings[grant_vpc_access(self, role, self.network)] = VPC_INTERFACE_REASON
+        acknowledge_role_findings(
+            self,
             role,
-            f"AwsSolutions-IAM5[Resource::{nag_resource(self, self.log_group.log_group_arn)}]",
-            "Only this endpoint's own log group; the trailing :* is how IAM names the log "
-            "streams in it, which SageMaker creates per instance at run time.",
-        )
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level "
-            "permissions; PutMetricData is limited by a cloudwatch:namespace condition to "
-            "SageMaker's two namespaces.",
+            log_group=self.log_group,
+            findings=findings,
+            vpc_wildcard_reason=VPC_WILDCARD_REASON if self.network is not None else "",
         )
         return role
 
@@ -206,25 +256,32 @@ class LlmEndpoint(EndpointMetrics, Construct):
             ),
         )
         # The container needs the network only when it downloads weights itself (from the Hub,
-        # or LMI fetching its S3 model_id with the role's credentials).
-        isolated = isinstance(weights, S3Weights) and not is_lmi
+        # or LMI fetching its S3 model_id with the role's credentials); the config's
+        # instance.network_isolation can only turn that off (the schema refuses true otherwise).
+        automatic = isinstance(weights, S3Weights) and not is_lmi
+        explicit = config.instance.network_isolation
+        self.network_isolation = automatic if explicit is None else explicit
         model = sagemaker.CfnModel(
             self,
             "Model",
             execution_role_arn=self.role.role_arn,
             primary_container=container,
-            enable_network_isolation=isolated,
+            enable_network_isolation=self.network_isolation,
+            vpc_config=self.network.vpc_config if self.network is not None else None,
         )
-        if not isolated:
+        if not self.network_isolation:
             skip_checkov(
                 model,
                 "CKV_AWS_370",
                 "The container downloads its weights itself: from the Hugging Face Hub "
                 "(weights.source: hub) or, for LMI, its S3 model_id with the execution role. "
-                "Use S3 weights with vLLM or TGI for network isolation.",
+                "Use S3 weights with vLLM or TGI for network isolation."
+                if not automatic
+                else "Turned off on purpose in the model config (instance.network_isolation: "
+                "false): the container needs the network for more than its weights.",
             )
         # SageMaker checks the role's permissions on CreateModel: wait for its policy too.
-        policy = self.role.node.try_find_child("DefaultPolicy")
+        policy = role_policy(self.role)
         if policy is not None:
             model.node.add_dependency(policy)
         return model
@@ -307,97 +364,17 @@ class LlmEndpoint(EndpointMetrics, Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
-    def _deployment_config(self) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
-        deployment = self.plan.deployment  # checked against SageMaker's limits
-        rollback = sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
-            alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=self.rollback_alarm.alarm_name)]
-        )
-        if isinstance(deployment, BlueGreenDeployment):
-            canary = deployment.traffic == "canary"
-            routing = sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
-                type="CANARY" if canary else "ALL_AT_ONCE",
-                wait_interval_in_seconds=deployment.wait_interval_s,
-                canary_size=(
-                    sagemaker.CfnEndpoint.CapacitySizeProperty(
-                        type="CAPACITY_PERCENT", value=deployment.canary_percent
-                    )
-                    if canary
-                    else None
-                ),
-            )
-            return sagemaker.CfnEndpoint.DeploymentConfigProperty(
-                auto_rollback_configuration=rollback,
-                blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
-                    traffic_routing_configuration=routing,
-                    termination_wait_in_seconds=deployment.termination_wait_s,
-                    maximum_execution_timeout_in_seconds=deployment.max_execution_timeout_s,
-                ),
-            )
-        batch = sagemaker.CfnEndpoint.CapacitySizeProperty(
-            type="INSTANCE_COUNT", value=deployment.batch_instances
-        )
-        return sagemaker.CfnEndpoint.DeploymentConfigProperty(
-            auto_rollback_configuration=rollback,
-            rolling_update_policy=sagemaker.CfnEndpoint.RollingUpdatePolicyProperty(
-                maximum_batch_size=batch,
-                rollback_maximum_batch_size=batch,
-                wait_interval_in_seconds=deployment.wait_interval_s,
-                maximum_execution_timeout_in_seconds=deployment.max_execution_timeout_s,
-            ),
-        )
-
     def _endpoint(self) -> sagemaker.CfnEndpoint:
         endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
             endpoint_name=self.endpoint_name,
             endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
-            deployment_config=self._deployment_config(),
+            deployment_config=deployment_config(self.plan.deployment, self.rollback_alarm),
             # Keep the instance count autoscaling chose when a deployment updates the endpoint.
             retain_all_variant_properties=True,
         )
         return endpoint
-
-    def _autoscaling(self) -> tuple[appscaling.CfnScalableTarget, appscaling.CfnScalingPolicy]:
-        """Target tracking on concurrent requests per model. L1 resources because the L2
-        ``ScalableTarget`` always creates and passes a role: without ``RoleARN`` Application
-        Auto Scaling uses its service-linked role for SageMaker
-        (``AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint``), creating it if needed
-        (RegisterScalableTarget API reference: "If the service supports service-linked roles,
-        Application Auto Scaling uses a service-linked role, which it creates if it does not yet
-        exist")."""
-        scaling = self.config.scaling
-        target = appscaling.CfnScalableTarget(
-            self,
-            "ScalableTarget",
-            service_namespace="sagemaker",
-            resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT_NAME}",
-            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-            min_capacity=scaling.min_instances,
-            max_capacity=scaling.max_instances,
-        )
-        target.add_resource_dependency(self.endpoint)
-        metric = "SageMakerVariantConcurrentRequestsPerModelHighResolution"
-        policy = appscaling.CfnScalingPolicy(
-            self,
-            "ConcurrentRequests",
-            policy_name=f"{Names.unique_id(self)}ConcurrentRequests"[-256:],
-            policy_type="TargetTrackingScaling",
-            scaling_target_id=target.ref,
-            target_tracking_scaling_policy_configuration=(
-                appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
-                    target_value=scaling.target_concurrent_requests_per_model,
-                    predefined_metric_specification=(
-                        appscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty(
-                            predefined_metric_type=metric
-                        )
-                    ),
-                    scale_in_cooldown=scaling.scale_in_cooldown_s,
-                    scale_out_cooldown=scaling.scale_out_cooldown_s,
-                )
-            ),
-        )
-        return target, policy
 
     # --- Public API ------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Stack, Token
+from aws_cdk import CfnOutput, Stack, Token
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -29,6 +30,7 @@ from llm_serving.config.gateway import (
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.gateway_authorizer import key_authorizer
 from llm_serving.gateway_routes import (
+    Endpoint,
     GatewayRoute,
     RouteBackend,
     RoutesArg,
@@ -84,10 +86,11 @@ class StreamingGateway(Construct):
     Logging: the function's log group, JSON access logs and INFO execution logs (data trace
     off: prompts are never logged) all keep the stage's retention (14 days in dev, a year in
     prod) unless ``config.function.log_retention_days`` is set. Execution logging needs API
-    Gateway's account-level CloudWatch role. With ``config.api.account_cloudwatch_role`` (the
-    default) this construct sets it: that is an account-wide, per-region setting (the last stack to
-    set it wins), and the role is retained when the stack is deleted so that other APIs keep
-    logging. Set it false where the account already has one.
+    Gateway's account-level CloudWatch role, which this construct leaves alone by default: it
+    is one setting per account and region (the last stack to set it wins), usually made once
+    by whoever runs the account. Where the account has none, deploying the stage fails; set
+    ``config.api.account_cloudwatch_role`` to have this construct set it (the role is
+    retained when the stack is deleted, so that other APIs keep logging).
 
     ``stage`` (required, as for every construct here): ``dev`` removes the logs and the quota
     table with the stack; ``prod`` retains them and protects the table from deletion.
@@ -100,7 +103,10 @@ class StreamingGateway(Construct):
     ``LLM_GATEWAY_ROUTES``), ``url`` (the OpenAI base URL, ``…/api/v1``), and
     ``metric_namespace`` / ``service_name``: the function's metrics
     (``POWERTOOLS_METRICS_NAMESPACE`` / ``POWERTOOLS_SERVICE_NAME``, the ``service``
-    dimension: the stack's name) that :class:`InferenceDashboard` charts.
+    dimension: the stack's name) that :class:`InferenceDashboard` charts, and
+    :attr:`api_key_ids`. RestApi's own ``Endpoint`` output (the stage URL, without ``/v1``) is
+    removed; with ``outputs=True`` the construct adds ``ApiUrl`` and one ``ApiKeyId<Consumer>``
+    per consumer instead.
     """
 
     def __init__(
@@ -110,8 +116,12 @@ class StreamingGateway(Construct):
         *,
         config: GatewayConfig,
         stage: Stage,
-        endpoints: Mapping[str, LlmEndpoint] | None = None,
+        endpoints: Mapping[str, Endpoint] | None = None,
         routes: RoutesArg | None = None,
+        outputs: bool = False,
+        vpc: ec2.IVpc | None = None,
+        vpc_subnets: ec2.SubnetSelection | None = None,
+        security_groups: Sequence[ec2.ISecurityGroup] | None = None,
     ) -> None:
         """
         :param config: the gateway config (``gateway.yaml``): tiers, consumers, limits,
@@ -120,11 +130,25 @@ class StreamingGateway(Construct):
         :param endpoints: model config name → endpoint. The routes are then ``config.routes``
             (their backends name model configs) or, when it is unset, one route per endpoint
             named after it.
-        :param routes: instead of ``endpoints``, the routes themselves (alias →
-            :class:`GatewayRoute` or endpoints in fallback order); ``config.routes`` must then
-            be unset. Give exactly one of ``endpoints`` and ``routes``.
+        :param routes: instead of ``endpoints``, the routes themselves (alias → a
+            :class:`GatewayRoute`, one endpoint, or endpoints in fallback order);
+            ``config.routes`` must then be unset. Give exactly one of ``endpoints`` and
+            ``routes``. Endpoints are ``LlmEndpoint`` s or :class:`ExistingEndpoint` s (an
+            endpoint deployed elsewhere, by name and stream format).
+        :param outputs: add stack outputs ``ApiUrl`` (the OpenAI base URL) and
+            ``ApiKeyId<Consumer>`` per consumer (ids, never key values). Default: False (the
+            attributes are there to output as you like).
+        :param vpc: run the function in this VPC. It then reaches the SageMaker runtime and
+            DynamoDB through the VPC: interface endpoint ``sagemaker.runtime`` and gateway
+            endpoint ``dynamodb`` (:func:`add_vpc_endpoints`), or NAT. Default: no VPC (the
+            function calls only AWS APIs).
+        :param vpc_subnets: with ``vpc``, the function's subnets. Default: the private subnets
+            with egress, else the isolated ones.
+        :param security_groups: with ``vpc``, the function's security groups. Default: one
+            created, outbound HTTPS only (``function_security_groups``).
         """
         super().__init__(scope, construct_id)
+        self._outputs = outputs
         routes = resolve_routes(config, endpoints, routes)
         self.node.set_context(_ORDER_INSENSITIVE_KEYS, True)
         self.config = config
@@ -159,7 +183,23 @@ class StreamingGateway(Construct):
         self._logs = LogPolicy(self._log_retention, self._log_removal_policy, self.logs_key)
         self.log_group = self._logs.log_group(self, "FunctionLogs")
         self.quota_table = QuotaTable(self, "QuotaTable", stage=stage)
-        self.role = self._role()
+        self.role = self._role(in_vpc=vpc is not None)
+        if vpc is None and (vpc_subnets is not None or security_groups is not None):
+            raise ValueError(
+                f"{self.node.path}: vpc_subnets and security_groups place the function in a "
+                "VPC; fix: pass vpc= too, or drop them"
+            )
+        network = (
+            gateway_function.FunctionNetwork(
+                self, vpc=vpc, subnets=vpc_subnets, security_groups=security_groups
+            )
+            if vpc is not None
+            else None
+        )
+        self.function_security_groups: list[ec2.ISecurityGroup] = (
+            network.security_groups if network else []
+        )
+        """The function's security groups (empty outside a VPC)."""
         self.function = gateway_function.gateway_function(
             self,
             config,
@@ -173,6 +213,7 @@ class StreamingGateway(Construct):
             layer_arn=self._layer_arn,
             log_group=self.log_group,
             role=self.role,
+            network=network,
         )
         for endpoint in unique_endpoints(self.routes):
             endpoint.grant_invoke(self.function)
@@ -185,6 +226,8 @@ class StreamingGateway(Construct):
             account_cloudwatch_role=config.api.account_cloudwatch_role,
             cors_origins=config.api.cors_origins,
         )
+        # RestApi always outputs its stage URL; clients need .../v1 (``url``), not that.
+        self.api.node.try_remove_child("Endpoint")
         gateway_api.execution_log_group(self, self.api, self._logs)
         self.authorizer = key_authorizer(
             self,
@@ -202,10 +245,12 @@ class StreamingGateway(Construct):
         self._set_consumers_environment()  # also without consumers
         self.url: str = self.api.url_for_path("/v1")
         """The OpenAI base URL (``https://<id>.execute-api.<region>.<suffix>/api/v1``)."""
+        if outputs:
+            CfnOutput(self, "ApiUrl", value=self.url, description="OpenAI base URL")
 
     # --- Function --------------------------------------------------------------------------
 
-    def _role(self) -> iam.Role:
+    def _role(self, *, in_vpc: bool) -> iam.Role:
         role = iam.Role(
             self,
             "FunctionRole",
@@ -221,11 +266,18 @@ class StreamingGateway(Construct):
                 resources=[self.log_group.log_group_arn],
             )
         )
+        vpc_reason = (
+            " The VPC attachment adds the ENI actions of AWSLambdaVPCAccessExecutionRole, which "
+            "Lambda documents on * (DescribeNetworkInterfaces works only there)."
+            if in_vpc
+            else ""
+        )
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",
             "Active tracing adds xray:PutTraceSegments and xray:PutTelemetryRecords, which "
-            "have no resource-level permissions; every other statement names its resources.",
+            f"have no resource-level permissions.{vpc_reason} Every other statement names its "
+            "resources.",
         )
         return role
 
@@ -290,7 +342,26 @@ class StreamingGateway(Construct):
         self.consumers[name] = consumer
         self.api_keys[name] = key
         self._set_consumers_environment()
+        if self._outputs:
+            CfnOutput(
+                self,
+                f"ApiKeyId{pascal_case(name)}",
+                value=key.key_id,
+                description=f"API key id of consumer {name} (tier {tier}); value: "
+                "aws apigateway get-api-key --api-key <id> --include-value",
+            )
         return key
+
+    @property
+    def llm_endpoints(self) -> list[LlmEndpoint]:
+        """The ``LlmEndpoint`` s the routes send to, each once (what the dashboard charts)."""
+        return [e for e in unique_endpoints(self.routes) if isinstance(e, LlmEndpoint)]
+
+    @property
+    def api_key_ids(self) -> dict[str, str]:
+        """Consumer name → API key id (a token until deploy; the value is never in the
+        template: ``aws apigateway get-api-key --api-key <id> --include-value``)."""
+        return {name: key.key_id for name, key in self.api_keys.items()}
 
     def _check_environment_size(self, consumers: Sequence[ConsumerConfig]) -> None:
         gateway_function.check_environment_size(

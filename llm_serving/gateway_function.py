@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 
 from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -27,6 +28,7 @@ from llm_gateway.contract import (
 from llm_serving._nag import acknowledge, skip_checkov
 from llm_serving.bundling import RUNTIME, gateway_code
 from llm_serving.config.gateway import ConsumerConfig, GatewayConfig
+from llm_serving.endpoint_network import default_subnets
 from llm_serving.gateway_tables import consumer_table
 
 APP_PORT = 8080
@@ -111,10 +113,14 @@ def gateway_function(
     environment: dict[str, str],
     layer_arn: str,
     log_group: logs.ILogGroup,
-    role: iam.IRole,
+    role: iam.Role,
+    network: FunctionNetwork | None = None,
 ) -> lambda_.Function:
-    """The function (construct id ``Function``; the layer ``WebAdapter``)."""
+    """The function (construct id ``Function``; the layer ``WebAdapter``), in ``network``'s
+    VPC when one is given."""
     arm = config.web_adapter.architecture == "arm64"
+    if network is not None:
+        network.grant_interfaces(role)
     function = lambda_.Function(
         scope,
         "Function",
@@ -131,13 +137,18 @@ def gateway_function(
         tracing=lambda_.Tracing.ACTIVE,
         log_group=log_group,
         role=role,
+        vpc=network.vpc if network else None,
+        vpc_subnets=network.subnets if network else None,
+        security_groups=network.security_groups if network else None,
     )
     # CDK makes every function depend on its role construct (so that the role's default
     # policy exists first); the role half duplicates the GetAtt, which cfn-lint flags.
     cfn_function = function.node.default_child
     assert isinstance(cfn_function, lambda_.CfnFunction)
     cfn_function.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
-    _skip_function_checks(function, reserved=config.function.reserved_concurrency)
+    _skip_function_checks(
+        function, reserved=config.function.reserved_concurrency, in_vpc=network is not None
+    )
     acknowledge(
         function,
         "AwsSolutions-L1",
@@ -148,7 +159,9 @@ def gateway_function(
     return function
 
 
-def _skip_function_checks(function: lambda_.Function, *, reserved: int | None) -> None:
+def _skip_function_checks(
+    function: lambda_.Function, *, reserved: int | None, in_vpc: bool
+) -> None:
     """checkov's Lambda checks that do not fit a streaming API Gateway proxy, with why."""
     if reserved is None:
         skip_checkov(
@@ -164,15 +177,69 @@ def _skip_function_checks(function: lambda_.Function, *, reserved: int | None) -
         "Invoked synchronously by API Gateway (InvokeWithResponseStream); a dead-letter queue "
         "only receives failed asynchronous invocations.",
     )
-    skip_checkov(
-        function,
-        "CKV_AWS_117",
-        "Calls only AWS APIs (SageMaker runtime, DynamoDB, CloudWatch) over TLS with SigV4 and "
-        "reaches no VPC resource; a VPC would add NAT or interface endpoints for nothing.",
-    )
+    if not in_vpc:
+        skip_checkov(
+            function,
+            "CKV_AWS_117",
+            "Calls only AWS APIs (SageMaker runtime, DynamoDB) over TLS with SigV4 and reaches "
+            "no VPC resource; a VPC is opt-in (StreamingGateway vpc=), with the VPC endpoints "
+            "it then needs (add_vpc_endpoints).",
+        )
     skip_checkov(
         function,
         "CKV_AWS_173",
         "The environment holds no secrets (routes, API key ids, table name, limits); Lambda "
         "encrypts it at rest with its AWS-managed key.",
     )
+
+
+class FunctionNetwork:
+    """The gateway function's VPC placement: subnets and security groups (one created when
+    none is given: outbound HTTPS only, since the function calls AWS APIs and nothing else)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection | None,
+        security_groups: Sequence[ec2.ISecurityGroup] | None,
+    ) -> None:
+        self.vpc = vpc
+        self.subnets = subnets or default_subnets(vpc)
+        if security_groups:
+            self.security_groups = list(security_groups)
+        else:
+            group = ec2.SecurityGroup(
+                scope,
+                "FunctionSecurityGroup",
+                vpc=vpc,
+                description="LLM gateway function: outbound HTTPS to AWS APIs only",
+                allow_all_outbound=False,
+            )
+            group.add_egress_rule(
+                ec2.Peer.any_ipv4(),
+                ec2.Port.tcp(443),
+                "SageMaker runtime and DynamoDB over TLS (VPC endpoints or NAT)",
+            )
+            self.security_groups = [group]
+
+    def grant_interfaces(self, role: iam.Role) -> None:
+        """What Lambda needs to attach the function to the VPC, from the function's role:
+        the actions of AWS's AWSLambdaVPCAccessExecutionRole, as an inline statement ("If you
+        prefer to create your own IAM permissions policy, make sure to add all of the
+        following permissions", https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html).
+        CDK adds that managed policy only to roles it creates itself."""
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSubnets",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                resources=["*"],
+            )
+        )

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 
 from pydantic import ConfigDict, Field
 
-from llm_gateway.contract import Cooldown, RoutePolicy, RouteTable
+from llm_gateway.contract import Backend, Cooldown, RoutePolicy, RouteTable
 from llm_serving import gateway_tables as tables
 from llm_serving.config.gateway import GatewayConfig
 from llm_serving.endpoint import LlmEndpoint
+from llm_serving.existing_endpoint import ExistingEndpoint
 from llm_serving.gateway_tables import BackendTarget, contract_fields
+
+Endpoint = LlmEndpoint | ExistingEndpoint
+"""What a route can send requests to: an endpoint this app deploys, or one it only names."""
 
 
 @dataclass(frozen=True)
@@ -20,8 +24,15 @@ class RouteBackend:
     """One backend of a route: an endpoint and its optional canary weight (0–1000; the wire
     contract's ``Backend`` checks it when the routing table is built)."""
 
-    endpoint: LlmEndpoint
+    endpoint: Endpoint
     weight: int | None = None
+
+    def contract(self) -> Backend:
+        """The routing table's entry for this backend."""
+        if isinstance(self.endpoint, ExistingEndpoint):
+            return self.endpoint.backend(self.weight)
+        target = BackendTarget(self.endpoint.config, self.endpoint.endpoint_name, self.weight)
+        return tables.backend(target)
 
 
 class GatewayRoute(RoutePolicy):
@@ -40,17 +51,17 @@ class GatewayRoute(RoutePolicy):
     backends: tuple[RouteBackend, ...] = Field(min_length=1)
 
     @classmethod
-    def to(cls, *endpoints: LlmEndpoint) -> GatewayRoute:
+    def to(cls, *endpoints: Endpoint) -> GatewayRoute:
         """Unweighted backends, tried in this order; default deadline and attempts."""
         return cls(backends=tuple(RouteBackend(endpoint) for endpoint in endpoints))
 
 
-RoutesArg = Mapping[str, GatewayRoute | Sequence[LlmEndpoint]]
-"""Model alias → a :class:`GatewayRoute`, or just its endpoints in fallback order."""
+RoutesArg = Mapping[str, GatewayRoute | Endpoint | Sequence[Endpoint]]
+"""Model alias → a :class:`GatewayRoute`, one endpoint, or endpoints in fallback order."""
 
 
 def routes_from_config(
-    config: GatewayConfig, endpoints: Mapping[str, LlmEndpoint]
+    config: GatewayConfig, endpoints: Mapping[str, Endpoint]
 ) -> dict[str, GatewayRoute]:
     """``config``'s routes (one per endpoint, named after it, when it has none) with model
     config names resolved to ``endpoints`` (model config name → endpoint). Call
@@ -73,7 +84,7 @@ def routes_from_config(
 
 def resolve_routes(
     config: GatewayConfig,
-    endpoints: Mapping[str, LlmEndpoint] | None,
+    endpoints: Mapping[str, Endpoint] | None,
     routes: RoutesArg | None,
 ) -> RoutesArg:
     """The routes, said once: from ``endpoints`` (with ``config.routes``) or ``routes``."""
@@ -100,11 +111,23 @@ def typed_routes(routes: RoutesArg) -> dict[str, GatewayRoute]:
     for alias, route in routes.items():
         if isinstance(route, GatewayRoute):
             typed[alias] = route
-        elif not route:
-            raise ValueError(f"route {alias!r} has no endpoints; give it at least one")
-        else:
+        elif isinstance(route, Endpoint):
+            typed[alias] = GatewayRoute.to(route)
+        elif isinstance(route, Sequence) and not isinstance(route, str):
+            if not route:
+                raise ValueError(f"route {alias!r} has no endpoints; give it at least one")
+            wrong = [type(e).__name__ for e in route if not isinstance(e, Endpoint)]
+            if wrong:
+                raise ValueError(f"route {alias!r}: {_EXPECTED}, got a list holding {wrong}")
             typed[alias] = GatewayRoute.to(*route)
+        else:
+            raise ValueError(f"route {alias!r}: {_EXPECTED}, got {type(route).__name__}")
     return typed
+
+
+_EXPECTED = (
+    "expected an LlmEndpoint or ExistingEndpoint, a list of them (fallback order) or a GatewayRoute"
+)
 
 
 def build_route_table(routes: RoutesArg, fallback: Cooldown | None = None) -> RouteTable:
@@ -112,20 +135,15 @@ def build_route_table(routes: RoutesArg, fallback: Cooldown | None = None) -> Ro
     ``fallback``'s cooldown (default: the contract's)."""
     return tables.route_table(
         [
-            tables.route(
-                alias,
-                [BackendTarget(b.endpoint.config, b.endpoint.endpoint_name, b.weight)
-                 for b in gateway_route.backends],
-                gateway_route,
-            )
+            tables.route(alias, [b.contract() for b in gateway_route.backends], gateway_route)
             for alias, gateway_route in typed_routes(routes).items()
         ],
         fallback or Cooldown(),
-    )  # fmt: skip
+    )
 
 
-def unique_endpoints(routes: Mapping[str, GatewayRoute]) -> list[LlmEndpoint]:
-    unique: dict[str, LlmEndpoint] = {}
+def unique_endpoints(routes: Mapping[str, GatewayRoute]) -> list[Endpoint]:
+    unique: dict[str, Endpoint] = {}
     for route in routes.values():
         for backend in route.backends:
             unique.setdefault(backend.endpoint.node.path, backend.endpoint)

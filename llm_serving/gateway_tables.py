@@ -54,13 +54,9 @@ def backend(target: BackendTarget) -> Backend:
     )
 
 
-def route(alias: str, targets: Sequence[BackendTarget], policy: RoutePolicy) -> Route:
+def route(alias: str, backends: Sequence[Backend], policy: RoutePolicy) -> Route:
     """One route; the contract validates it (at least one backend, weights, limits)."""
-    return Route(
-        model=alias,
-        backends=tuple(backend(t) for t in targets),
-        **contract_fields(policy, RoutePolicy),
-    )
+    return Route(model=alias, backends=tuple(backends), **contract_fields(policy, RoutePolicy))
 
 
 def route_table(routes: Sequence[Route], cooldown: Cooldown) -> RouteTable:
@@ -102,7 +98,7 @@ def tables_from_configs(
         route(
             config.model,
             [
-                BackendTarget(by_name[b.model], names.get(b.model, b.model), b.weight)
+                backend(BackendTarget(by_name[b.model], names.get(b.model, b.model), b.weight))
                 for b in config.backends
             ],
             config,

@@ -145,9 +145,34 @@ def _clean_descriptions(node: Any) -> None:
             _clean_descriptions(item)
 
 
+def _tags_required(node: Any) -> None:
+    """A tag (``family: vllm``) defaults to its only value in Python, so constructing
+    ``VllmContainer(...)`` needs no ``family=``; a file must still say it (the union is
+    discriminated by it), so the schema keeps it required and shows no default."""
+    if isinstance(node, dict):
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            for name, field in properties.items():
+                if (
+                    isinstance(field, dict)
+                    and "const" in field
+                    and field.get("default") == field["const"]
+                ):
+                    del field["default"]
+                    required = node.setdefault("required", [])
+                    if name not in required:
+                        required.append(name)
+        for value in node.values():
+            _tags_required(value)
+    elif isinstance(node, list):
+        for item in node:
+            _tags_required(item)
+
+
 def json_schema(config: ConfigFile, mode: JsonSchemaMode = "validation") -> dict[str, Any]:
     """The JSON Schema of ``config``'s file."""
     generated = config.model.model_json_schema(schema_generator=_Generator, mode=mode)
+    _tags_required(generated)
     _clean_descriptions(generated)
     generated.pop("title", None)
     generated.pop("description", None)

@@ -54,7 +54,7 @@ class GatewayStack(Stack):
             self,
             "ApiUrl",
             value=self.gateway.url,
-            description="OpenAI base URL (send the API key in the x-api-key header)",
+            description="OpenAI base URL (send the API key as Authorization: Bearer <key>)",
         )
         for name, key in self.gateway.api_keys.items():
             CfnOutput(

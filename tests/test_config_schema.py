@@ -188,15 +188,19 @@ def test_tgi_input_must_be_shorter_than_context(write_configs: Callable[..., Pat
 
 
 def test_shipped_gateway_config_is_the_defaults() -> None:
-    """The shipped file documents the defaults; it must not drift from the schema."""
-    assert load_gateway_config(CONFIG_DIR) == GatewayConfig()
+    """The shipped file documents the defaults; it must not drift from the schema. One value
+    differs on purpose: this app sets API Gateway's account CloudWatch role (opt-in for
+    constructs in other apps)."""
+    assert load_gateway_config(CONFIG_DIR) == GatewayConfig.model_validate(
+        {"api": {"account_cloudwatch_role": True}}
+    )
     config = GatewayConfig()
     assert config.web_adapter.layer_version == 26
     assert config.web_adapter.architecture == "arm64"
     assert config.function.memory_mb == 1024
     assert config.function.reserved_concurrency is None
     assert config.limits.max_request_bytes == 1_048_576
-    assert config.api.account_cloudwatch_role is True
+    assert config.api.account_cloudwatch_role is False  # account-wide: opt-in
 
 
 def test_gateway_config_is_optional_and_may_be_empty(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aws_cdk import App, CfnOutput, Environment, Stack, Validations
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
@@ -21,6 +22,7 @@ from llm_serving import (
     ModelArtifacts,
     Stage,
     StreamingGateway,
+    add_vpc_endpoints,
 )
 from llm_serving.config import image_spec, load_gateway_config, load_model_configs
 
@@ -61,9 +63,15 @@ tiers:
     requests_per_month: 100000
     tokens_per_month: 50000000
     default_reservation: 1024
+  batch:
+    rate_limit: 1
+    burst_limit: 2
+    tokens_per_day: 2000000
 consumers:
   - name: search-team
     tier: internal
+  - name: nightly-evals
+    tier: batch
 observability:
   alarm_email: llm-oncall@example.com
 """
@@ -93,6 +101,16 @@ def build_external_app(config_dir: Path, outdir: Path) -> None:
     gateway_config.check_models([c.name for c in configs])
 
     models = Stack(app, "AcmeLlm-Models", env=env)
+    # The team's network: private subnets behind a NAT gateway (the Hub weights download
+    # through it), flow logs on, and the endpoints SageMaker and the gateway need inside.
+    vpc = ec2.Vpc(
+        models,
+        "Network",
+        max_azs=2,
+        nat_gateways=1,
+        flow_logs={"all": ec2.FlowLogOptions()},
+    )
+    add_vpc_endpoints(vpc, s3=True, sagemaker_runtime=True, dynamodb=True)
     artifacts = ModelArtifacts(models, "Artifacts", stage=stage)
     endpoints = {
         config.name: LlmEndpoint(
@@ -101,6 +119,7 @@ def build_external_app(config_dir: Path, outdir: Path) -> None:
             config=config,
             artifacts=artifacts,
             stage=stage,
+            vpc=vpc,
         )
         for config in configs
     }
@@ -112,15 +131,11 @@ def build_external_app(config_dir: Path, outdir: Path) -> None:
         endpoints=endpoints,
         config=gateway_config,
         stage=stage,
+        vpc=vpc,
+        outputs=True,
     )
-    dashboard = InferenceDashboard(
-        api,
-        "Observability",
-        gateway=gateway,
-        endpoints=list(endpoints.values()),
-        config=gateway_config.observability,
-        stage=stage,
-    )
+    # The dashboard from the gateway alone: its endpoints and observability settings.
+    dashboard = InferenceDashboard(api, "Observability", gateway=gateway, stage=stage)
     CfnOutput(api, "BaseUrl", value=gateway.url)
     CfnOutput(api, "AlarmTopic", value=dashboard.topic.topic_arn)
 
@@ -216,8 +231,9 @@ def test_gateway_uses_the_regions_layer_and_invokes_only_the_model(
     endpoint_name = routes["routes"][0]["backends"][0]["endpoint_name"]
     assert f"endpoint/{endpoint_name.lower()}" in resource  # SageMaker ARNs are lower-case
 
-    api.resource_count_is("AWS::ApiGateway::ApiKey", 1)
-    api.resource_count_is("AWS::ApiGateway::UsagePlan", 1)
+    api.resource_count_is("AWS::ApiGateway::ApiKey", 2)
+    api.resource_count_is("AWS::ApiGateway::UsagePlan", 2)
+    api.resource_count_is("AWS::ApiGateway::UsagePlanKey", 2)
     api.has_resource_properties(
         "AWS::ApiGateway::UsagePlan",
         {"Quota": {"Limit": 100000, "Period": "MONTH"}, "Throttle": Match.any_value()},
@@ -253,3 +269,37 @@ def test_this_app_imports_only_the_public_api() -> None:
     ]
     first_party = [m for m in imports if m.split(".")[0] in {"llm_serving", "stacks", "tests"}]
     assert sorted(set(first_party)) == ["llm_serving", "llm_serving.config"]
+
+
+def test_two_consumers_on_two_tiers_with_the_default_reservation(
+    external_app: ExternalApp,
+) -> None:
+    (function,) = external_app.api.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "run.sh"}}
+    ).values()
+    joined = function["Properties"]["Environment"]["Variables"]["LLM_GATEWAY_CONSUMERS"]
+    _, parts = joined["Fn::Join"]
+    table = json.loads(
+        "".join(p if isinstance(p, str) else f"key-{i}" for i, p in enumerate(parts))
+    )
+    tiers = {tier["name"]: tier for tier in table["tiers"]}
+    assert tiers["batch"]["default_reservation"] == 1024  # not set in the file: the default
+    assert tiers["batch"]["tokens_per_day"] == 2_000_000
+    assert sorted(c["name"] for c in table["consumers"].values()) == [
+        "nightly-evals",
+        "search-team",
+    ]
+
+
+def test_the_endpoint_and_the_function_run_in_the_teams_vpc(external_app: ExternalApp) -> None:
+    external_app.models.has_resource_properties(
+        "AWS::SageMaker::Model",
+        {"VpcConfig": {"Subnets": Match.any_value(), "SecurityGroupIds": Match.any_value()}},
+    )
+    external_app.models.resource_count_is("AWS::EC2::VPCEndpoint", 3)  # S3, DynamoDB, runtime
+    (function,) = external_app.api.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "run.sh"}}
+    ).values()
+    assert set(function["Properties"]["VpcConfig"]) == {"SubnetIds", "SecurityGroupIds"}
+    outputs = external_app.api.to_json()["Outputs"]
+    assert any(name.startswith("GatewayApiKeyIdNightlyEvals") for name in outputs)

@@ -327,7 +327,7 @@ def test_stage_logs_json_access_logs_and_info_execution_logs_without_bodies(
 
 
 def test_account_cloudwatch_role_is_retained_or_left_alone() -> None:
-    template, _ = _gateway()
+    template, _ = _gateway(config=_config(api={"account_cloudwatch_role": True}))
     template.resource_count_is("AWS::ApiGateway::Account", 1)
     roles = [
         r
@@ -336,7 +336,7 @@ def test_account_cloudwatch_role_is_retained_or_left_alone() -> None:
     ]
     assert [r["DeletionPolicy"] for r in roles] == ["Retain"]
 
-    template, _ = _gateway(config=_config(api={"account_cloudwatch_role": False}))
+    template, _ = _gateway()  # the default: the account's setting is left alone
     template.resource_count_is("AWS::ApiGateway::Account", 0)
     assert "apigateway.amazonaws.com" not in json.dumps(template.find_resources("AWS::IAM::Role"))
 

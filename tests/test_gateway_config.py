@@ -64,7 +64,9 @@ def test_shipped_yaml_documents_the_new_sections() -> None:
     text = (CONFIG_DIR / "gateway.yaml").read_text()
     for section in ("tiers:", "consumers:", "# routes:", "fallback:"):
         assert f"\n{section}" in text
-    assert load_gateway_config(CONFIG_DIR) == GatewayConfig()
+    assert load_gateway_config(CONFIG_DIR) == GatewayConfig.model_validate(
+        {"api": {"account_cloudwatch_role": True}}
+    )  # app opts in
 
 
 def test_monthly_quota_and_no_quota(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_runs_the_readme_commands_on_full_history(job: dict[str, Any]) -> None:
     python = _step(job, "actions/setup-python")["with"]
     assert (python["python-version"], python["cache"]) == ("3.11", "pip")
     node = _step(job, "actions/setup-node")["with"]
-    assert (node["node-version"], node["cache"]) == ("20", "npm")
+    assert (node["node-version"], node["cache"]) == ("22", "npm")
 
 
 def test_permissions_are_the_least_needed(workflow: dict[str, Any], job: dict[str, Any]) -> None:

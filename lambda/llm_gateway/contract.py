@@ -236,6 +236,10 @@ class RouteTable(Cooldown):
 # --- Consumer table (CONSUMERS_ENV) ----------------------------------------------------------
 
 
+DEFAULT_RESERVATION: Final = 1024
+"""A tier's default ``default_reservation``."""
+
+
 class TokenQuota(_Frozen):
     """A tier's token quotas, counted by the function (the gateway config's tiers extend it)."""
 
@@ -246,10 +250,12 @@ class TokenQuota(_Frozen):
         None, ge=1, description="Prompt + completion tokens per consumer per month; null: none."
     )
     default_reservation: int = Field(
+        DEFAULT_RESERVATION,
         gt=0,
         description=(
             "Output tokens reserved against the token quotas (and allowed) when a request "
-            "sets no max_tokens."
+            "sets no max_tokens. The default matches a model config's default "
+            "gateway.max_tokens_default."
         ),
     )
 

@@ -76,7 +76,7 @@ class ToolCalling(_Strict):
 class VllmContainer(_ContainerBase):
     """AWS vLLM container: OpenAI-compatible server; every SM_VLLM_<FLAG> becomes --<flag>."""
 
-    family: Literal["vllm"] = Field(description="Selects the AWS vLLM container.")
+    family: Literal["vllm"] = Field("vllm", description="Selects the AWS vLLM container.")
     reasoning_parser: str | None = Field(
         None, description="vLLM --reasoning-parser, e.g. deepseek_r1 for reasoning_content."
     )
@@ -99,7 +99,7 @@ v0.35.0), which ``PyEnv.getModelLoadingTimeout`` reads when the option is not se
 class LmiContainer(_ContainerBase):
     """DJL Serving LMI container, configured by a rendered serving.properties."""
 
-    family: Literal["lmi"] = Field(description="Selects the DJL Serving LMI container.")
+    family: Literal["lmi"] = Field("lmi", description="Selects the DJL Serving LMI container.")
     rolling_batch: Literal["vllm", "lmi-dist", "disable"] = Field(
         "vllm",
         description=(
@@ -129,7 +129,7 @@ class LmiContainer(_ContainerBase):
 class TgiContainer(_ContainerBase):
     """Hugging Face TGI container."""
 
-    family: Literal["tgi"] = Field(description="Selects the Hugging Face TGI container.")
+    family: Literal["tgi"] = Field("tgi", description="Selects the Hugging Face TGI container.")
     max_input_length: int = Field(
         gt=0, description="MAX_INPUT_LENGTH: longest prompt in tokens; below max_model_len."
     )

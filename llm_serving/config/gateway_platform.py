@@ -162,11 +162,12 @@ class Api(_Strict):
     """Account-level settings of the REST API (request limits are per tier: ``tiers``)."""
 
     account_cloudwatch_role: bool = Field(
-        True,
+        False,
         description=(
-            "Create API Gateway's account-wide CloudWatch Logs role (needed for execution "
-            "logs). Set false if the account already has one set up elsewhere: there is one "
-            "per account and region, and the last stack to set it wins."
+            "Set API Gateway's account-wide CloudWatch Logs role, which execution logs need. "
+            "There is one per account and region (the last stack to set it wins), so this "
+            "is opt-in: leave it false where the account has one (deploying the API fails "
+            "where it has none). The shipped gateway.yaml sets it true."
         ),
     )
     cors_origins: tuple[

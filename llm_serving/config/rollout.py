@@ -56,7 +56,7 @@ class _DeploymentBase(_Strict):
 class RollingDeployment(_DeploymentBase):
     """Replace instances in batches; needs no second fleet."""
 
-    strategy: Literal["rolling"] = Field(description="Selects a rolling deployment.")
+    strategy: Literal["rolling"] = Field("rolling", description="Selects a rolling deployment.")
     batch_instances: int = Field(1, ge=1, description="Instances replaced per batch.")
     wait_interval_s: int = Field(
         300,
@@ -69,7 +69,9 @@ class RollingDeployment(_DeploymentBase):
 class BlueGreenDeployment(_DeploymentBase):
     """Stand up a full green fleet, shift traffic, bake, then retire blue (2× GPU quota)."""
 
-    strategy: Literal["blue_green"] = Field(description="Selects a blue/green deployment.")
+    strategy: Literal["blue_green"] = Field(
+        "blue_green", description="Selects a blue/green deployment."
+    )
     traffic: Literal["all_at_once", "canary"] = Field(
         "all_at_once", description="Shift all traffic at once, or a canary share first."
     )

@@ -86,7 +86,7 @@ class Architecture(_Strict):
 class HubWeights(_Strict):
     """Weights downloaded by the container from the Hugging Face Hub at start-up."""
 
-    source: Literal["hub"] = Field(description="Selects Hugging Face Hub weights.")
+    source: Literal["hub"] = Field("hub", description="Selects Hugging Face Hub weights.")
     hub_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="Hub repository, org/name.")
     revision: str | None = Field(None, description="Commit or tag to pin; recommended for prod.")
     token_secret_name: str | None = Field(
@@ -101,7 +101,7 @@ class HubWeights(_Strict):
 class S3Weights(_Strict):
     """Uncompressed weights under a prefix of the artifact bucket."""
 
-    source: Literal["s3"] = Field(description="Selects weights in the artifact bucket.")
+    source: Literal["s3"] = Field("s3", description="Selects weights in the artifact bucket.")
     prefix: str = Field(
         pattern=r"^[A-Za-z0-9!_.*'()/-]+/$",
         description="Key prefix in the artifact bucket, ending with '/'.",
@@ -138,6 +138,16 @@ class Instance(_Strict):
         ge=60,
         le=3600,
         description="Time allowed for the container to pass its first health check, in seconds.",
+    )
+    network_isolation: bool | None = Field(
+        None,
+        description=(
+            "EnableNetworkIsolation: the container makes no network calls (SageMaker still "
+            "downloads the model data). null = automatic: on when the container can load S3 "
+            "weights without the network (vLLM/TGI with weights.source s3), off otherwise. true "
+            "needs such a model (not Hub weights, not LMI, which downloads its S3 model_id "
+            "itself); false turns it off explicitly."
+        ),
     )
 
 
@@ -358,6 +368,27 @@ class ModelConfig(_Strict):
         if self.gateway.stream_format is not None:
             return self.gateway.stream_format
         return cast(StreamFormat, FORMATS_BY_FAMILY[self.container.family][0])
+
+    @model_validator(mode="after")
+    def _network_isolation_possible(self) -> ModelConfig:
+        """An isolated container has no network: it cannot download its own weights."""
+        if self.instance.network_isolation is not True:
+            return self
+        if isinstance(self.weights, HubWeights):
+            raise ValueError(
+                "instance.network_isolation is true but the container downloads weights.source "
+                "hub from the Hugging Face Hub, which needs the network; fix: copy the weights "
+                "to the artifact bucket and use weights.source: s3, or remove "
+                "instance.network_isolation (automatic) or set it to false"
+            )
+        if isinstance(self.container, LmiContainer):
+            raise ValueError(
+                "instance.network_isolation is true but the LMI container downloads its S3 "
+                "model_id itself, with the execution role, over the network; fix: serve the S3 "
+                "weights with container.family vllm or tgi, or remove "
+                "instance.network_isolation (automatic) or set it to false"
+            )
+        return self
 
     @model_validator(mode="after")
     def _scaling_starts_in_bounds(self) -> ModelConfig:
