@@ -31,8 +31,12 @@ def dynamodb_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     try:
         yield f"http://{host}:{server.server_port}"
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
+        # Bounded: a single-threaded server busy on a client's open keep-alive connection
+        # would make shutdown() wait for that client; the serving thread is a daemon anyway.
+        stopper = threading.Thread(target=server.shutdown, name="moto-shutdown", daemon=True)
+        stopper.start()
+        stopper.join(timeout=5)
+        thread.join(timeout=5)
 
 
 def create_quota_table(client: Any, name: str) -> None:

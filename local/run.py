@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-delay-ms", type=float, default=40, help="pause between tokens")
     parser.add_argument("--consumer", help="consumer every request acts as (default: the first)")
     args = parser.parse_args(argv)
+    # SIGINT stops everything even when this process was started with SIGINT ignored: a
+    # non-interactive shell starts background jobs (`make local &`) that way, the disposition
+    # is inherited, and Python then installs no KeyboardInterrupt handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     routes, consumers = config_tables(args.config_dir)
     consumer = args.consumer or next(iter(consumers["consumers"]))
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.5)
                 return 1
         except KeyboardInterrupt:
+            print("stopped: gateway and emulator; stopping DynamoDB", flush=True)
             return 0
 
 
