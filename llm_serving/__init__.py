@@ -3,8 +3,9 @@
 Public API: :class:`ModelArtifacts`, :class:`LlmEndpoint`, :class:`ExistingEndpoint` (an
 endpoint deployed elsewhere, as a gateway backend), :class:`LmiModelPackage`,
 :class:`StreamingGateway` (with :class:`GatewayRoute`/:class:`RouteBackend` for its routes,
-:func:`routes_from_config`, :class:`QuotaTable` and :func:`gateway_code`, its offline-bundled
-function code), :class:`InferenceDashboard` (dashboard, alarms and their SNS topic),
+:func:`routes_from_config`, :class:`QuotaTable`, :class:`ContentGuardrail` (a Bedrock
+guardrail applied per route), :class:`ResponseCacheTable` and :func:`gateway_code`, its
+offline-bundled function code), :class:`InferenceDashboard` (dashboard, alarms and their SNS topic),
 :class:`Stage`, :func:`add_vpc_endpoints` (the VPC endpoints a VPC without internet access
 needs), and the typed configuration in :mod:`llm_serving.config`.
 
@@ -19,8 +20,10 @@ from llm_serving.endpoint import LlmEndpoint
 from llm_serving.existing_endpoint import ExistingEndpoint
 from llm_serving.gateway import StreamingGateway
 from llm_serving.gateway_routes import GatewayRoute, RouteBackend, routes_from_config
+from llm_serving.guardrail import ContentGuardrail
 from llm_serving.lmi_package import LmiModelPackage
 from llm_serving.quota_table import QuotaTable
+from llm_serving.response_cache_table import ResponseCacheTable
 from llm_serving.stage import Stage, StagePolicy
 from llm_serving.vpc_endpoints import VpcEndpoints, add_vpc_endpoints
 
@@ -29,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BundlingError",
+    "ContentGuardrail",
     "ExistingEndpoint",
     "GatewayLocalBundler",
     "GatewayRoute",
@@ -37,6 +41,7 @@ __all__ = [
     "LmiModelPackage",
     "ModelArtifacts",
     "QuotaTable",
+    "ResponseCacheTable",
     "RouteBackend",
     "Stage",
     "StagePolicy",

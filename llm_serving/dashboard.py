@@ -22,7 +22,13 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from llm_gateway.contract import REQUEST_METRICS, ROUTE_ONLY_METRICS, Metric
+from llm_gateway.contract import (
+    DIMENSION_ACTION,
+    DIMENSION_KIND,
+    REQUEST_METRICS,
+    ROUTE_ONLY_METRICS,
+    Metric,
+)
 from llm_serving.config.gateway import ObservabilityConfig
 from llm_serving.dashboard_widgets import build_dashboard
 from llm_serving.endpoint import LlmEndpoint
@@ -181,12 +187,23 @@ class InferenceDashboard(Construct):
         self, route: str, *, period: Duration | None = None
     ) -> cloudwatch.SearchExpression:
         """One time series per error ``kind`` of ``route`` (a SEARCH: kinds are not listed)."""
+        return self._by_dimension(Metric.ERRORS, DIMENSION_KIND, route, period)
+
+    def guardrail_actions(
+        self, route: str, *, period: Duration | None = None
+    ) -> cloudwatch.SearchExpression:
+        """One time series per guardrail ``action`` of ``route`` (blocked, passed, …)."""
+        return self._by_dimension(Metric.GUARDRAIL_ACTIONS, DIMENSION_ACTION, route, period)
+
+    def _by_dimension(
+        self, metric: Metric, dimension: str, route: str, period: Duration | None
+    ) -> cloudwatch.SearchExpression:
         seconds = int((period or GRAPH_PERIOD).to_seconds())
-        schema = f"{{{self.namespace},kind,route,service}}"
-        terms = f'MetricName="{Metric.ERRORS}" service="{self.service_name}" route="{route}"'
+        schema = f"{{{self.namespace},{dimension},route,service}}"
+        terms = f'MetricName="{metric}" service="{self.service_name}" route="{route}"'
         return cloudwatch.SearchExpression(
             expression=f"SEARCH('{schema} {terms}', 'Sum', {seconds})",
-            label="${PROP('Dim.kind')}",
+            label=f"${{PROP('Dim.{dimension}')}}",
             period=period or GRAPH_PERIOD,
         )
 

@@ -130,6 +130,21 @@ def _route_rows(
         [ttfb, upstream, throughput],
         [requests, errors, tokens],
     ]
+    traffic: list[cloudwatch.IWidget] = []
+    if route.guardrail is not None:
+        traffic.append(_graph(f"{alias}: guardrail actions", [board.guardrail_actions(alias)]))
+    if route.cache is not None:
+        traffic.append(
+            _graph(
+                f"{alias}: response cache",
+                [
+                    board.metric_route(Metric.CACHE_HITS, alias, label="Hits"),
+                    board.metric_route(Metric.CACHE_MISSES, alias, label="Misses"),
+                ],
+            )
+        )
+    if traffic:
+        rows.append(traffic)
     if len(backends) > 1:
 
         def by_backend(name: str, statistic: str) -> list[cloudwatch.IMetric]:

@@ -17,7 +17,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from llm_gateway.contract import CONSUMERS_ENV, METRIC_NAMESPACE, ConsumerTable, RouteTable
+from llm_gateway.contract import (
+    CACHE_TABLE_ENV,
+    CONSUMERS_ENV,
+    METRIC_NAMESPACE,
+    ConsumerTable,
+    RouteTable,
+)
 from llm_serving import gateway_api, gateway_function
 from llm_serving._nag import acknowledge
 from llm_serving.config.gateway import (
@@ -39,10 +45,13 @@ from llm_serving.gateway_routes import (
     routes_from_config,
     typed_routes,
     unique_endpoints,
+    unique_guardrails,
 )
 from llm_serving.gateway_tables import consumer_table
+from llm_serving.guardrail import ContentGuardrail
 from llm_serving.logs_key import LogPolicy, logs_key
 from llm_serving.quota_table import QuotaTable
+from llm_serving.response_cache_table import ResponseCacheTable
 from llm_serving.stage import Stage, StagePolicy
 
 __all__ = ["GatewayRoute", "RouteBackend", "RoutesArg", "StreamingGateway", "routes_from_config"]
@@ -104,9 +113,11 @@ class StreamingGateway(Construct):
     ``metric_namespace`` / ``service_name``: the function's metrics
     (``POWERTOOLS_METRICS_NAMESPACE`` / ``POWERTOOLS_SERVICE_NAME``, the ``service``
     dimension: the stack's name) that :class:`InferenceDashboard` charts, and
-    :attr:`api_key_ids`. RestApi's own ``Endpoint`` output (the stage URL, without ``/v1``) is
-    removed; with ``outputs=True`` the construct adds ``ApiUrl`` and one ``ApiKeyId<Consumer>``
-    per consumer instead.
+    :attr:`api_key_ids`, ``guardrails`` (name → :class:`ContentGuardrail`, those
+    ``config.routes`` apply) and ``cache_table`` (a :class:`ResponseCacheTable` when a route
+    caches answers, else None). RestApi's own ``Endpoint`` output (the stage URL, without
+    ``/v1``) is removed; with ``outputs=True`` the construct adds ``ApiUrl`` and one
+    ``ApiKeyId<Consumer>`` per consumer instead.
     """
 
     def __init__(
@@ -149,8 +160,15 @@ class StreamingGateway(Construct):
         """
         super().__init__(scope, construct_id)
         self._outputs = outputs
-        routes = resolve_routes(config, endpoints, routes)
         self.node.set_context(_ORDER_INSENSITIVE_KEYS, True)
+        self.guardrails: dict[str, ContentGuardrail] = {
+            name: ContentGuardrail(
+                self, f"Guardrail{pascal_case(name)}", config=config.guardrails[name], stage=stage
+            )
+            for name in config.applied_guardrails
+        }
+        """``config.guardrails`` that ``config.routes`` apply, by name."""
+        routes = resolve_routes(config, endpoints, routes, self.guardrails)
         self.config = config
         self.metric_namespace: str = METRIC_NAMESPACE
         """Namespace of the function's metrics (``POWERTOOLS_METRICS_NAMESPACE``)."""
@@ -218,6 +236,14 @@ class StreamingGateway(Construct):
         for endpoint in unique_endpoints(self.routes):
             endpoint.grant_invoke(self.function)
         self.quota_table.grant_quota_access(self.function)
+        for guardrail in unique_guardrails(self.routes):
+            guardrail.grant_apply(self.function)
+        self.cache_table: ResponseCacheTable | None = None
+        """Cached answers, when a route caches (``LLM_GATEWAY_CACHE_TABLE``)."""
+        if any(route.cache is not None for route in self.routes.values()):
+            self.cache_table = ResponseCacheTable(self, "ResponseCache", stage=stage)
+            self.cache_table.grant_cache_access(self.function)
+            self.function.add_environment(CACHE_TABLE_ENV, self.cache_table.table_name)
 
         self.access_log_group = self._logs.log_group(self, "AccessLogs")
         self.api = gateway_api.streaming_rest_api(

@@ -8,12 +8,20 @@ from dataclasses import dataclass
 
 from pydantic import ConfigDict, Field
 
-from llm_gateway.contract import Backend, Cooldown, RoutePolicy, RouteTable
+from llm_gateway.contract import (
+    Backend,
+    CachePolicy,
+    Cooldown,
+    GuardrailPolicy,
+    RoutePolicy,
+    RouteTable,
+)
 from llm_serving import gateway_tables as tables
 from llm_serving.config.gateway import GatewayConfig
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.existing_endpoint import ExistingEndpoint
 from llm_serving.gateway_tables import BackendTarget, contract_fields
+from llm_serving.guardrail import ContentGuardrail
 
 Endpoint = LlmEndpoint | ExistingEndpoint
 """What a route can send requests to: an endpoint this app deploys, or one it only names."""
@@ -49,6 +57,13 @@ class GatewayRoute(RoutePolicy):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     backends: tuple[RouteBackend, ...] = Field(min_length=1)
+    guardrail: ContentGuardrail | None = Field(
+        None, description="Check prompts and answers with this guardrail; None: no checks."
+    )
+    guardrail_policy: GuardrailPolicy = Field(
+        default_factory=GuardrailPolicy, description="How ``guardrail`` is applied."
+    )
+    cache: CachePolicy | None = Field(None, description="Cache answers; None: no cache.")
 
     @classmethod
     def to(cls, *endpoints: Endpoint) -> GatewayRoute:
@@ -61,11 +76,13 @@ RoutesArg = Mapping[str, GatewayRoute | Endpoint | Sequence[Endpoint]]
 
 
 def routes_from_config(
-    config: GatewayConfig, endpoints: Mapping[str, Endpoint]
+    config: GatewayConfig,
+    endpoints: Mapping[str, Endpoint],
+    guardrails: Mapping[str, ContentGuardrail] | None = None,
 ) -> dict[str, GatewayRoute]:
     """``config``'s routes (one per endpoint, named after it, when it has none) with model
-    config names resolved to ``endpoints`` (model config name → endpoint). Call
-    :meth:`GatewayConfig.check_models` first: a backend
+    config names resolved to ``endpoints`` (model config name → endpoint) and guardrail names
+    to ``guardrails``. Call :meth:`GatewayConfig.check_models` first: a backend
     that is not in ``endpoints`` is an error here."""
     routes: dict[str, GatewayRoute] = {}
     for route in config.effective_routes(list(endpoints)):
@@ -78,7 +95,21 @@ def routes_from_config(
                 )
             backends.append(RouteBackend(endpoints[backend.model], backend.weight))
         policy = contract_fields(route, RoutePolicy)
-        routes[route.model] = GatewayRoute(backends=tuple(backends), **policy)
+        guarded: dict[str, object] = {}
+        if route.guardrail is not None:
+            if guardrails is None or route.guardrail.name not in guardrails:
+                raise ValueError(
+                    f"route {route.model!r}: guardrail {route.guardrail.name!r} was not built"
+                )
+            guarded = {
+                "guardrail": guardrails[route.guardrail.name],
+                "guardrail_policy": GuardrailPolicy(
+                    **contract_fields(route.guardrail, GuardrailPolicy)
+                ),
+            }
+        routes[route.model] = GatewayRoute(
+            backends=tuple(backends), cache=route.cache, **guarded, **policy
+        )
     return routes
 
 
@@ -86,6 +117,7 @@ def resolve_routes(
     config: GatewayConfig,
     endpoints: Mapping[str, Endpoint] | None,
     routes: RoutesArg | None,
+    guardrails: Mapping[str, ContentGuardrail] | None = None,
 ) -> RoutesArg:
     """The routes, said once: from ``endpoints`` (with ``config.routes``) or ``routes``."""
     if (endpoints is None) == (routes is None):
@@ -101,7 +133,7 @@ def resolve_routes(
             )
         return routes
     assert endpoints is not None
-    return routes_from_config(config, endpoints)
+    return routes_from_config(config, endpoints, guardrails)
 
 
 def typed_routes(routes: RoutesArg) -> dict[str, GatewayRoute]:
@@ -135,7 +167,17 @@ def build_route_table(routes: RoutesArg, fallback: Cooldown | None = None) -> Ro
     ``fallback``'s cooldown (default: the contract's)."""
     return tables.route_table(
         [
-            tables.route(alias, [b.contract() for b in gateway_route.backends], gateway_route)
+            tables.route(
+                alias,
+                [b.contract() for b in gateway_route.backends],
+                gateway_route,
+                guardrail=(
+                    gateway_route.guardrail.ref(gateway_route.guardrail_policy)
+                    if gateway_route.guardrail is not None
+                    else None
+                ),
+                cache=gateway_route.cache,
+            )
             for alias, gateway_route in typed_routes(routes).items()
         ],
         fallback or Cooldown(),
@@ -147,4 +189,13 @@ def unique_endpoints(routes: Mapping[str, GatewayRoute]) -> list[Endpoint]:
     for route in routes.values():
         for backend in route.backends:
             unique.setdefault(backend.endpoint.node.path, backend.endpoint)
+    return list(unique.values())
+
+
+def unique_guardrails(routes: Mapping[str, GatewayRoute]) -> list[ContentGuardrail]:
+    """The guardrails ``routes`` apply, each once."""
+    unique: dict[str, ContentGuardrail] = {}
+    for route in routes.values():
+        if route.guardrail is not None:
+            unique.setdefault(route.guardrail.node.path, route.guardrail)
     return list(unique.values())

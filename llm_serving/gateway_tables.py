@@ -16,16 +16,19 @@ from pydantic import BaseModel
 
 from llm_gateway.contract import (
     Backend,
+    CachePolicy,
     Consumer,
     ConsumerTable,
     Cooldown,
+    GuardrailPolicy,
+    GuardrailRef,
     Route,
     RoutePolicy,
     RouteTable,
     Tier,
     TokenQuota,
 )
-from llm_serving.config.gateway import ConsumerConfig, GatewayConfig, TierConfig
+from llm_serving.config.gateway import ConsumerConfig, GatewayConfig, RouteConfig, TierConfig
 from llm_serving.config.schema import ModelConfig
 
 
@@ -54,9 +57,36 @@ def backend(target: BackendTarget) -> Backend:
     )
 
 
-def route(alias: str, backends: Sequence[Backend], policy: RoutePolicy) -> Route:
+def route(
+    alias: str,
+    backends: Sequence[Backend],
+    policy: RoutePolicy,
+    *,
+    guardrail: GuardrailRef | None = None,
+    cache: CachePolicy | None = None,
+) -> Route:
     """One route; the contract validates it (at least one backend, weights, limits)."""
-    return Route(model=alias, backends=tuple(backends), **contract_fields(policy, RoutePolicy))
+    return Route(
+        model=alias,
+        backends=tuple(backends),
+        guardrail=guardrail,
+        cache=cache,
+        **contract_fields(policy, RoutePolicy),
+    )
+
+
+def local_guardrail(config: RouteConfig, gateway: GatewayConfig) -> GuardrailRef | None:
+    """A route's guardrail for runs without AWS (``make local``): referenced guardrails by
+    their id and version, created ones by their name and version ``1`` (what a local
+    ApplyGuardrail stand-in answers for)."""
+    if config.guardrail is None:
+        return None
+    defined = gateway.guardrails[config.guardrail.name]
+    return GuardrailRef(
+        guardrail_id=defined.guardrail_id or config.guardrail.name,
+        guardrail_version=defined.version or "1",
+        **contract_fields(config.guardrail, GuardrailPolicy),
+    )
 
 
 def route_table(routes: Sequence[Route], cooldown: Cooldown) -> RouteTable:
@@ -102,6 +132,8 @@ def tables_from_configs(
                 for b in config.backends
             ],
             config,
+            guardrail=local_guardrail(config, gateway),
+            cache=config.cache,
         )
         for config in gateway.effective_routes(list(by_name))
     ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from llm_gateway.contract import QUOTA_PARTITION_KEY, QUOTA_TTL_ATTRIBUTE
@@ -29,16 +32,18 @@ ITEM_ACTIONS = (
 KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
 
 
-class QuotaTable(Construct):
-    """A DynamoDB table of counters, one item per key ``pk`` (String), expiring through TTL
-    on ``expires_at``: on-demand, point-in-time recovery on, encrypted with its own
-    customer-managed KMS key (rotated).
+class KeyedTable(Construct):
+    """A DynamoDB table of items keyed by ``pk`` (String) and expiring through TTL on
+    ``expires_at`` (the contract's layout): on-demand, point-in-time recovery on, encrypted
+    with its own customer-managed KMS key (rotated).
 
     ``dev``: the table and key go with the stack. ``prod``: both are retained and the table
     has deletion protection.
 
     Exposes ``table``, ``key``, ``table_name``, ``table_arn``.
     """
+
+    KEY_DESCRIPTION = "Encrypts an LLM gateway table"
 
     def __init__(self, scope: Construct, construct_id: str, *, stage: Stage) -> None:
         """
@@ -49,9 +54,7 @@ class QuotaTable(Construct):
         """
         super().__init__(scope, construct_id)
         policy = StagePolicy.for_stage(stage)
-        self.key = policy.data_key(
-            self, "Key", description="Encrypts the LLM gateway's token quota counters"
-        )
+        self.key = policy.data_key(self, "Key", description=self.KEY_DESCRIPTION)
         self.table = dynamodb.Table(
             self,
             "Table",
@@ -71,18 +74,40 @@ class QuotaTable(Construct):
         self.table_name: str = self.table.table_name
         self.table_arn: str = self.table.table_arn
 
+
+def grant_items(
+    grantee: iam.IGrantable, actions: Sequence[str], table: dynamodb.ITable, key: kms.IKey
+) -> iam.Grant:
+    """``actions`` on ``table``'s items only, and its key through DynamoDB only
+    (:data:`KEY_ACTIONS`)."""
+    items = iam.Grant.add_to_principal(
+        grantee=grantee, actions=list(actions), resource_arns=[table.table_arn]
+    )
+    use_key = iam.Grant.add_to_principal(
+        grantee=grantee,
+        actions=list(KEY_ACTIONS),
+        resource_arns=[key.key_arn],
+        conditions={"StringLike": {"kms:ViaService": "dynamodb.*.amazonaws.com*"}},
+    )
+    return items.combine(use_key)
+
+
+class QuotaTable(KeyedTable):
+    """The gateway's token counters, one item per consumer and window (a
+    :class:`KeyedTable`)."""
+
+    KEY_DESCRIPTION = "Encrypts the LLM gateway's token quota counters"
+
+    def __init__(self, scope: Construct, construct_id: str, *, stage: Stage) -> None:
+        """
+        :param stage: ``Stage.DEV`` (the counters go with the stack) or ``Stage.PROD``
+            (retained, with deletion protection). Required.
+        """
+        super().__init__(scope, construct_id, stage=stage)
+
     def grant_quota_access(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read and write counter items (:data:`ITEM_ACTIONS`) on this table
         only, and use this table's key through DynamoDB only (:data:`KEY_ACTIONS`). No scans,
         queries, batch writes, deletes, condition checks or table-level actions. Returns the
         combined grant."""
-        items = iam.Grant.add_to_principal(
-            grantee=grantee, actions=list(ITEM_ACTIONS), resource_arns=[self.table_arn]
-        )
-        key = iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=list(KEY_ACTIONS),
-            resource_arns=[self.key.key_arn],
-            conditions={"StringLike": {"kms:ViaService": "dynamodb.*.amazonaws.com*"}},
-        )
-        return items.combine(key)
+        return grant_items(grantee, ITEM_ACTIONS, self.table, self.key)

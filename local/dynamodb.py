@@ -58,3 +58,9 @@ def create_quota_table(client: Any, name: str) -> None:
         TableName=name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
     )
+
+
+def create_cache_table(client: Any, name: str) -> None:
+    """Create the response cache's table: the quota table's layout (``pk`` (S), TTL on
+    ``expires_at``; see ``lambda/llm_gateway/response_cache.py``)."""
+    create_quota_table(client, name)

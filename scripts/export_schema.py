@@ -344,6 +344,9 @@ class _Reference:
             yield from self.children(node.get("items", {}), f"{path}[]")
         for value in node.get("patternProperties", {}).values():
             yield from self.children(value, f"{path}.<name>")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and "propertyNames" in node:  # keys from a fixed set
+            yield from self.children(extra, f"{path}.<key>")
 
     def _tagged(self, definition: str, path: str) -> str:
         """``path`` and the variant's tag, e.g. `container` with `family: vllm`."""

@@ -151,6 +151,8 @@ def app_command(source: Path) -> list[str]:
     """``cdk.json``'s ``app`` command, with this interpreter in place of ``python3``."""
     settings = _load_json(source / "cdk.json") if (source / "cdk.json").is_file() else {}
     argv = shlex.split(str(settings.get("app") or "python3 app.py"))
+    if argv and Path(argv[0]).name == "cdk-app":  # scripts/cdk-app: app.py with a venv's python
+        return [sys.executable, "app.py", *argv[1:]]
     if argv and _PYTHON.fullmatch(Path(argv[0]).name):
         argv[0] = sys.executable
     return argv

@@ -1,4 +1,5 @@
-"""The ASGI app (Starlette): routes, body limit, identity, quotas, and OpenAI-format errors."""
+"""The ASGI app (Starlette): routes, body limit, identity, quotas, and OpenAI-format errors;
+a route's guardrail and response cache come from policies.py."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from llm_gateway import admission
 from llm_gateway.contract import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS
 from llm_gateway.errors import GatewayError, client_disconnected, internal_error, model_not_found
 from llm_gateway.identity import Caller, context_request_id, identify
+from llm_gateway.policies import CacheLookup, Policies, replay_stream
 from llm_gateway.quota import QuotaStore
 from llm_gateway.quota_model import QuotaExceeded, QuotaUnavailable, Reservation
 from llm_gateway.request import ChatRequest, parse_chat_request
@@ -87,9 +89,12 @@ class Gateway:
         *,
         quota: QuotaStore | None = None,
         rng: random.Random | None = None,
+        policies: Policies | None = None,
     ) -> None:
         if settings.consumers is not None and quota is None:
             raise ValueError("consumers are configured but no quota store was given")
+        self.policies = policies or Policies()
+        self.policies.require(settings.routes)
         self.settings = settings
         self.invoker = invoker
         self.quota = quota
@@ -167,9 +172,14 @@ class Gateway:
             logger.warning("settling %s failed: %s", reservation.request_id, exc)
 
     def _finisher(
-        self, reservation: Reservation | None, prompt: int, telemetry: RequestTelemetry
+        self,
+        reservation: Reservation | None,
+        prompt: int,
+        telemetry: RequestTelemetry,
+        also: OnEnd | None = None,
     ) -> OnEnd:
-        """What happens when the response ends: settle the tokens, then emit telemetry."""
+        """What happens when the response ends: settle the tokens (and ``also``, e.g. store
+        the answer in the cache), then emit telemetry."""
 
         async def finish(outcome: Outcome) -> None:
             input_tokens, output_tokens = admission.token_counts(outcome, prompt)
@@ -179,7 +189,11 @@ class Gateway:
                 telemetry.reasoning_tokens = outcome.usage.reasoning_tokens
             if outcome.error is not None:
                 telemetry.fail(outcome.error.status, outcome.error.code)
-            await self._settle(reservation, input_tokens + output_tokens)
+            settle = self._settle(reservation, input_tokens + output_tokens)
+            if also is None:
+                await settle
+            else:
+                await asyncio.gather(settle, also(outcome))
             telemetry.emit()
 
         return finish
@@ -205,6 +219,9 @@ class Gateway:
         if route is None or (caller is not None and not caller.consumer.may_use(chat.model)):
             raise model_not_found(chat.model)
         telemetry.route = route.model  # only configured aliases: a bounded dimension
+        lookup = await self.policies.before_model(route, chat, caller, telemetry)
+        if lookup is not None and lookup.answer is not None:
+            return await self._replay(chat, route, caller, lookup, telemetry)
         allowance = admission.output_allowance(chat, caller.tier if caller else None)
         failed: list[str] = []
         # The backend is opened while the tokens are reserved; every way out uses or stops it.
@@ -226,21 +243,45 @@ class Gateway:
         telemetry.attempts = stream.attempts
         telemetry.fallbacks = len(failed)
         telemetry.upstream_ttfb_s = stream.upstream_ttfb_s
-        return await self._respond(chat, stream, reservation, prompt, telemetry)
+        return await self._respond(chat, route, stream, reservation, prompt, telemetry, lookup)
+
+    async def _replay(
+        self,
+        chat: ChatRequest,
+        route: ModelRoute,
+        caller: Caller | None,
+        lookup: CacheLookup,
+        telemetry: RequestTelemetry,
+    ) -> Response:
+        """A cache hit, served like a model's answer: its stored usage reserved and settled
+        (``charge: usage``), or nothing (``none``)."""
+        assert lookup.answer is not None
+        usage = lookup.answer.usage
+        charged = lookup.policy.charge == "usage"
+        reservation = await self._reserve(caller, usage.total_tokens) if charged else None
+        stream = replay_stream(route, lookup.answer)
+        return await self._respond(
+            chat, route, stream, reservation, usage.prompt_tokens, telemetry, lookup
+        )
 
     async def _respond(
         self,
         chat: ChatRequest,
+        route: ModelRoute,
         stream: OpenStream,
         reservation: Reservation | None,
         prompt: int,
         telemetry: RequestTelemetry,
+        lookup: CacheLookup | None,
     ) -> Response:
         """Relay (or aggregate) the opened stream; its end settles the tokens and emits."""
-        finish = self._finisher(reservation, prompt, telemetry)
+        stream, also = self.policies.around(route, chat, stream, lookup, prompt, telemetry)
+        finish = self._finisher(reservation, prompt, telemetry, also)
         headers = {"x-llm-backend": stream.backend.name}
         if reservation is not None:
             headers |= admission.ratelimit_headers(reservation.limiting, reservation.remaining)
+        if lookup is not None:
+            headers |= lookup.headers
         if chat.stream:
             return StreamingResponse(
                 sse_events(
@@ -288,9 +329,11 @@ def create_app(
     *,
     quota: QuotaStore | None = None,
     rng: random.Random | None = None,
+    policies: Policies | None = None,
 ) -> Starlette:
-    """The gateway app for ``settings``, reaching backends through ``invoker``."""
-    gateway = Gateway(settings, invoker, quota=quota, rng=rng)
+    """The gateway app for ``settings``, reaching backends through ``invoker`` (and the
+    guardrail and cache clients of ``policies``, which routes that use them need)."""
+    gateway = Gateway(settings, invoker, quota=quota, rng=rng, policies=policies)
 
     async def ready(_: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -25,12 +25,15 @@ CONNECT_TIMEOUT_ENV: Final = "LLM_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S"
 READ_TIMEOUT_ENV: Final = "LLM_GATEWAY_UPSTREAM_READ_TIMEOUT_S"
 LOCAL_CONSUMER_ENV: Final = "LLM_GATEWAY_LOCAL_CONSUMER"
 """Local runs only (no API Gateway, so no request context): act as this consumer."""
+CACHE_TABLE_ENV: Final = "LLM_GATEWAY_CACHE_TABLE"
+"""The response cache's DynamoDB table (set when any route caches)."""
 CORS_ORIGINS_ENV: Final = "LLM_GATEWAY_CORS_ORIGINS"
 """Comma-separated browser origins allowed to read responses ("" : CORS off; "*": any)."""
 CORS_ALLOW_HEADERS: Final = ("authorization", "content-type", "x-api-key")
 CORS_EXPOSE_HEADERS: Final = (
     "retry-after",
     "x-llm-backend",
+    "x-llm-cache",
     "x-ratelimit-limit-tokens",
     "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens",
@@ -57,6 +60,9 @@ class Metric(StrEnum):
     FALLBACKS = "Fallbacks"
     QUOTA_REJECTIONS = "QuotaRejections"
     ERRORS = "Errors"
+    GUARDRAIL_ACTIONS = "GuardrailActions"
+    CACHE_HITS = "CacheHits"
+    CACHE_MISSES = "CacheMisses"
 
 
 REQUEST_METRICS: Final = (
@@ -69,13 +75,33 @@ REQUEST_METRICS: Final = (
     Metric.OUTPUT_TOKENS_PER_SECOND,
 )
 """Published with dimensions ``{service, route}`` and ``{service, route, backend}``."""
-ROUTE_ONLY_METRICS: Final = (Metric.FALLBACKS, Metric.QUOTA_REJECTIONS)
-"""Published with ``{service, route}`` only."""
-# Errors: ``{service, route, kind}``. No consumer dimension anywhere: it is unbounded.
+ROUTE_ONLY_METRICS: Final = (
+    Metric.FALLBACKS,
+    Metric.QUOTA_REJECTIONS,
+    Metric.CACHE_HITS,
+    Metric.CACHE_MISSES,
+)
+"""Published with ``{service, route}`` only (the cache metrics only on caching routes)."""
+# Errors: ``{service, route, kind}``; GuardrailActions: ``{service, route, action}`` (action:
+# a GuardrailAction). No consumer dimension anywhere: it is unbounded.
 DIMENSION_SERVICE: Final = "service"
 DIMENSION_ROUTE: Final = "route"
 DIMENSION_BACKEND: Final = "backend"
 DIMENSION_KIND: Final = "kind"
+DIMENSION_ACTION: Final = "action"
+
+
+class GuardrailAction(StrEnum):
+    """What a guardrail did to one request (the ``action`` dimension of GuardrailActions)."""
+
+    INPUT_BLOCKED = "input_blocked"
+    OUTPUT_BLOCKED = "output_blocked"
+    PASSED = "passed"
+    UNAVAILABLE_BLOCKED = "unavailable_blocked"
+    """The guardrail could not be reached and the route fails closed."""
+    UNAVAILABLE_PASSED = "unavailable_passed"
+    """The guardrail could not be reached and the route fails open."""
+
 
 # --- Quota table key layout (see quota.py for the items) -------------------------------------
 
@@ -188,6 +214,71 @@ class RoutePolicy(_Frozen):
     )
 
 
+class GuardrailPolicy(_Frozen):
+    """How a route applies its Amazon Bedrock guardrail (``ApplyGuardrail``)."""
+
+    check_input: bool = Field(
+        True, description="Check the prompt before the model is invoked (blocked: HTTP 400)."
+    )
+    check_output: bool = Field(
+        True,
+        description=(
+            "Check the answer: streamed text is held back and released window by window after "
+            "each window passes (blocked: the stream ends with finish_reason content_filter)."
+        ),
+    )
+    window_chars: int = Field(
+        400,
+        ge=50,
+        le=10000,
+        description=(
+            "Characters of answer per output check while streaming: larger windows mean fewer "
+            "ApplyGuardrail calls and more held-back text (added latency)."
+        ),
+    )
+    on_unavailable: Literal["fail_closed", "fail_open"] = Field(
+        "fail_closed",
+        description=(
+            "When ApplyGuardrail fails: fail_closed answers 503 (input) or ends the stream "
+            "with content_filter (output); fail_open serves unchecked and counts it."
+        ),
+    )
+
+
+class GuardrailRef(GuardrailPolicy):
+    """A route's guardrail as the function calls it: id and version (resolved at deploy)."""
+
+    guardrail_id: str = Field(min_length=1, description="Guardrail id or ARN.")
+    guardrail_version: str = Field(min_length=1, description="A version number or DRAFT.")
+
+
+class CachePolicy(_Frozen):
+    """A route's exact-match response cache (DynamoDB, ``CACHE_TABLE_ENV``)."""
+
+    ttl_s: int = Field(3600, ge=60, le=30 * 24 * 3600, description="How long an entry lives.")
+    scope: Literal["route", "consumer"] = Field(
+        "consumer",
+        description=(
+            "route: one entry per request shared by every consumer of the route (another "
+            "consumer sending the same messages gets the stored answer: share only where "
+            "prompts are not private); consumer: entries per consumer."
+        ),
+    )
+    when: Literal["deterministic", "always"] = Field(
+        "deterministic",
+        description=(
+            "deterministic: only requests with temperature 0 or a seed are cached (an answer "
+            "that should vary is not frozen); always: every request."
+        ),
+    )
+    charge: Literal["usage", "none"] = Field(
+        "usage",
+        description=(
+            "A hit charges the token quotas what the stored answer used (usage) or nothing."
+        ),
+    )
+
+
 class Route(RoutePolicy):
     """A model alias clients send as ``model``, served by ordered backends.
 
@@ -197,6 +288,8 @@ class Route(RoutePolicy):
 
     model: str = Field(min_length=1, max_length=256)
     backends: tuple[Backend, ...] = Field(min_length=1)
+    guardrail: GuardrailRef | None = Field(None, description="Content safety; null: none.")
+    cache: CachePolicy | None = Field(None, description="Response cache; null: none.")
 
     @model_validator(mode="after")
     def _weights_make_sense(self) -> Route:

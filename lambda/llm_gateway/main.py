@@ -9,6 +9,7 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from llm_gateway import telemetry
 from llm_gateway.app import create_app
+from llm_gateway.policies import Policies
 from llm_gateway.quota import QuotaStore
 from llm_gateway.settings import Settings
 from llm_gateway.upstream import SageMakerInvoker
@@ -25,5 +26,8 @@ logging.getLogger("botocore").setLevel(logging.WARNING)
 
 settings = Settings.from_env(os.environ)
 app = create_app(
-    settings, SageMakerInvoker.from_settings(settings), quota=QuotaStore.from_env(os.environ)
+    settings,
+    SageMakerInvoker.from_settings(settings),
+    quota=QuotaStore.from_env(os.environ),
+    policies=Policies.from_env(settings, os.environ),
 )

@@ -10,9 +10,18 @@ backend's text is ever spliced in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -195,11 +204,25 @@ async def open_stream(
     raise last
 
 
-async def _all(stream: OpenStream) -> AsyncIterator[Delta]:
+async def _all(stream: OpenStream) -> AsyncGenerator[Delta, None]:
     for delta in stream.first:
         yield delta
     async for delta in stream.rest:
         yield delta
+
+
+def pipe(
+    stream: OpenStream, transform: Callable[[AsyncIterator[Delta]], AsyncIterator[Delta]]
+) -> OpenStream:
+    """The same stream (backend, upstream) with every delta passed through ``transform``,
+    which may hold deltas back or end early; the deltas it did not read are then dropped."""
+
+    async def piped() -> AsyncIterator[Delta]:
+        async with contextlib.aclosing(_all(stream)) as source:
+            async for delta in transform(source):
+                yield delta
+
+    return dataclasses.replace(stream, first=[], rest=piped())
 
 
 OnEnd = Callable[[Outcome], Awaitable[None]]

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llm_gateway.contract import (
+    CACHE_TABLE_ENV,
     CONNECT_TIMEOUT_ENV,
     CONSUMERS_ENV,
     CORS_ORIGINS_ENV,
@@ -33,6 +34,7 @@ class Settings(BaseModel):
         None, description="None: no identities and no token quotas (tests of routing alone)."
     )
     quota_table: str | None = None
+    cache_table: str | None = Field(None, description="The response cache (routes' cache).")
     local_consumer: str | None = Field(None, description="Local runs only; see identity.py.")
     max_request_bytes: int = Field(1_048_576, gt=0, le=6_291_456)  # Lambda's 6 MB request cap
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
@@ -54,7 +56,11 @@ class Settings(BaseModel):
         ):
             if env in environ:
                 values[key] = environ[env]
-        for key, env in (("quota_table", QUOTA_TABLE_ENV), ("local_consumer", LOCAL_CONSUMER_ENV)):
+        for key, env in (
+            ("quota_table", QUOTA_TABLE_ENV),
+            ("cache_table", CACHE_TABLE_ENV),
+            ("local_consumer", LOCAL_CONSUMER_ENV),
+        ):
             if environ.get(env):
                 values[key] = environ[env]
         origins = environ.get(CORS_ORIGINS_ENV, "")
@@ -68,4 +74,7 @@ class Settings(BaseModel):
             raise SettingsError(f"invalid gateway environment: {exc}") from exc
         if settings.consumers is not None and settings.quota_table is None:
             raise SettingsError(f"{CONSUMERS_ENV} is set but {QUOTA_TABLE_ENV} is not")
+        caching = [route.model for route in settings.routes.routes if route.cache is not None]
+        if caching and settings.cache_table is None:
+            raise SettingsError(f"routes {caching} cache but {CACHE_TABLE_ENV} is not set")
         return settings

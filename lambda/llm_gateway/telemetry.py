@@ -8,7 +8,11 @@ API Gateway), and from invoking the serving backend to its first token (upstream
 Metric contract (the dashboard is built against exactly this):
 namespace ``POWERTOOLS_METRICS_NAMESPACE`` (default ``LlmGateway``); dimension sets
 ``{service, route}`` and ``{service, route, backend}`` for the request metrics, and
-``{service, route, kind}`` for ``Errors``. No consumer dimension: it is unbounded.
+``{service, route, kind}`` for ``Errors``; on routes with a guardrail, ``GuardrailActions``
+with ``{service, route, action}`` (one per request: what the guardrail did to it); on caching
+routes, ``CacheHits`` and ``CacheMisses`` with ``{service, route}`` (cacheable requests only).
+No consumer dimension: it is unbounded. A cache hit did no model work: it publishes no token
+metrics (its log line has the counts it was charged).
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from llm_gateway.contract import (
     DEFAULT_SERVICE,
+    DIMENSION_ACTION,
     DIMENSION_BACKEND,
     DIMENSION_KIND,
     DIMENSION_ROUTE,
@@ -30,6 +35,7 @@ from llm_gateway.contract import (
     METRIC_NAMESPACE,
     METRIC_NAMESPACE_ENV,
     SERVICE_NAME_ENV,
+    GuardrailAction,
     Metric,
 )
 
@@ -40,8 +46,20 @@ _CLIENT_KINDS = {400: "invalid_request", 401: "unauthorized", 404: "invalid_requ
                  405: "invalid_request", 413: "invalid_request"}  # fmt: skip
 
 
+# When one request meets its guardrail more than once, the most telling action is reported.
+_GUARDRAIL_PRECEDENCE = (
+    GuardrailAction.PASSED,
+    GuardrailAction.UNAVAILABLE_PASSED,
+    GuardrailAction.UNAVAILABLE_BLOCKED,
+    GuardrailAction.OUTPUT_BLOCKED,
+    GuardrailAction.INPUT_BLOCKED,
+)
+
+
 def error_kind(status: int, code: str | None) -> str:
     """A bounded error kind for the ``Errors`` metric's ``kind`` dimension."""
+    if code == "content_filter":
+        return "content_filter"
     if status == 429:
         return "quota_exceeded"
     if code == "model_rejected_request":
@@ -74,7 +92,17 @@ class RequestTelemetry:
     """Prompt tokens the backend served from its prefix cache (when it reports them)."""
     reasoning_tokens: int | None = None
     """Completion tokens spent reasoning (when the backend reports them)."""
+    guardrail: GuardrailAction | None = None
+    cache: Literal["hit", "miss"] | None = None
+    """Set for cacheable requests on caching routes."""
     _emitted: bool = False
+
+    def note_guardrail(self, action: GuardrailAction) -> None:
+        """Record what the guardrail did (the most telling action wins)."""
+        current = self.guardrail
+        rank = _GUARDRAIL_PRECEDENCE.index
+        if current is None or rank(action) > rank(current):
+            self.guardrail = action
 
     def first_byte(self) -> None:
         if self.first_byte_at is None:
@@ -111,6 +139,8 @@ class RequestTelemetry:
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "guardrail": self.guardrail,
+            "cache": self.cache,
             "ttfb_ms": round(ttfb * 1000, 3) if ttfb is not None else None,
             "upstream_ttfb_ms": round(self.upstream_ttfb_s * 1000, 3)
             if self.upstream_ttfb_s is not None
@@ -143,9 +173,9 @@ class RequestTelemetry:
             requests.add_metric(
                 Metric.UPSTREAM_TIME_TO_FIRST_BYTE, MetricUnit.Milliseconds, upstream
             )
-        if self.input_tokens is not None:
+        if self.input_tokens is not None and self.cache != "hit":
             requests.add_metric(Metric.INPUT_TOKENS, MetricUnit.Count, self.input_tokens)
-        if self.output_tokens is not None:
+        if self.output_tokens is not None and self.cache != "hit":
             requests.add_metric(Metric.OUTPUT_TOKENS, MetricUnit.Count, self.output_tokens)
             if self.first_byte_at is not None and ended > self.first_byte_at:
                 rate = self.output_tokens / (ended - self.first_byte_at)
@@ -154,8 +184,22 @@ class RequestTelemetry:
                 )
         requests.flush_metrics()
         if self.error is not None:
-            errors = EphemeralMetrics(namespace=namespace, service=service)
-            errors.add_dimension(DIMENSION_ROUTE, self.route)
-            errors.add_dimension(DIMENSION_KIND, self.error)
-            errors.add_metric(Metric.ERRORS, MetricUnit.Count, 1)
-            errors.flush_metrics()
+            self._counts({Metric.ERRORS: 1}, {DIMENSION_KIND: self.error})
+        if self.cache is not None:
+            hit = int(self.cache == "hit")
+            self._counts({Metric.CACHE_HITS: hit, Metric.CACHE_MISSES: 1 - hit}, {})
+        if self.guardrail is not None:
+            self._counts({Metric.GUARDRAIL_ACTIONS: 1}, {DIMENSION_ACTION: self.guardrail})
+
+    def _counts(self, counts: dict[Metric, int], dimensions: dict[str, str]) -> None:
+        """Counts with ``{service, route}`` and ``dimensions`` (one EMF record)."""
+        record = EphemeralMetrics(
+            namespace=os.environ.get(METRIC_NAMESPACE_ENV, METRIC_NAMESPACE),
+            service=os.environ.get(SERVICE_NAME_ENV, DEFAULT_SERVICE),
+        )
+        record.add_dimension(DIMENSION_ROUTE, self.route)
+        for name, dimension in dimensions.items():
+            record.add_dimension(name, dimension)
+        for metric, value in counts.items():
+            record.add_metric(metric, MetricUnit.Count, value)
+        record.flush_metrics()

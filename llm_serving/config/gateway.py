@@ -42,6 +42,7 @@ from llm_serving.config.gateway_platform import (
     WebAdapter,
     _Strict,
 )
+from llm_serving.config.gateway_safety import GuardrailConfig, RouteGuardrail
 from llm_serving.config.loader import ConfigError, _format_errors, _read_yaml
 
 __all__ = [
@@ -54,9 +55,11 @@ __all__ = [
     "FallbackConfig",
     "FunctionSettings",
     "GatewayConfig",
+    "GuardrailConfig",
     "Limits",
     "ObservabilityConfig",
     "RouteConfig",
+    "RouteGuardrail",
     "TierConfig",
     "Upstream",
     "WebAdapter",
@@ -173,6 +176,10 @@ class GatewayConfig(_Strict):
     fallback: FallbackConfig = Field(
         default_factory=FallbackConfig, description="When a failing backend is skipped."
     )
+    guardrails: dict[LowerName, GuardrailConfig] = Field(
+        default_factory=dict,
+        description="Amazon Bedrock guardrails by name, for routes' ``guardrail``; none: {}.",
+    )
     observability: ObservabilityConfig = Field(
         default_factory=ObservabilityConfig, description="Dashboard and alarm thresholds."
     )
@@ -189,7 +196,25 @@ class GatewayConfig(_Strict):
                         "routes' backends into one route"
                     )
             self._check_consumer_routes(aliases, what="the aliases under routes")
+            for i, route in enumerate(self.routes):
+                if route.guardrail is not None and route.guardrail.name not in self.guardrails:
+                    raise ValueError(
+                        f"routes.{i}.guardrail.name: {route.guardrail.name!r} is not defined; "
+                        f"fix: use one of {sorted(self.guardrails)} or define it under "
+                        "guardrails"
+                    )
         return self
+
+    @property
+    def applied_guardrails(self) -> list[str]:
+        """The names of ``guardrails`` that ``routes`` apply, in definition order."""
+        used = {r.guardrail.name for r in self.routes or () if r.guardrail is not None}
+        return [name for name in self.guardrails if name in used]
+
+    @property
+    def caching(self) -> bool:
+        """Whether any route caches answers (the gateway then has a cache table)."""
+        return any(route.cache is not None for route in self.routes or ())
 
     def _check_consumers(self) -> None:
         tiers = sorted(self.tiers)

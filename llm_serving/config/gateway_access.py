@@ -15,12 +15,14 @@ from pydantic import (
 
 from llm_gateway.contract import (
     WEIGHT_MAX,
+    CachePolicy,
     Cooldown,
     RoutePolicy,
     TokenQuota,
     check_weights,
 )
 from llm_serving.config.gateway_platform import _Strict
+from llm_serving.config.gateway_safety import RouteGuardrail
 
 NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 """Tier and consumer names: lower-case words joined by single hyphens (``team-a``)."""
@@ -121,6 +123,10 @@ class RouteConfig(RoutePolicy):
     backends: tuple[BackendConfig, ...] = Field(
         min_length=1, description="Model configs serving it, in fallback order."
     )
+    guardrail: RouteGuardrail | None = Field(
+        None, description="Check prompts and answers with a guardrail of ``guardrails``."
+    )
+    cache: CachePolicy | None = Field(None, description="Cache answers (exact match).")
 
     @model_validator(mode="after")
     def _backends_make_sense(self) -> RouteConfig:

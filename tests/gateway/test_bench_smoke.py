@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import relay, ttfb
+from bench import policies, relay, ttfb
 from bench.first_chunk import main as first_chunk
 
 
@@ -25,3 +25,9 @@ def test_ttfb_and_relay_benches_measure_something() -> None:
     throughput = relay.run(200)
     assert throughput["gateway_chunks_per_s"] > 0
     assert throughput["emulator_parts_per_s"] > 0
+
+
+def test_policies_bench_measures_every_path() -> None:
+    figures = policies.run(requests=2, token_delay_ms=0, guardrail_latency_ms=0)
+    for path in policies.PATHS:
+        assert figures[f"{path}_first_ms"]["median"] > 0

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -26,13 +27,13 @@ def _example(name: str) -> str:
     return match.group(1)
 
 
-@pytest.fixture(scope="module")
-def local_gateway() -> Iterator[str]:
+@contextmanager
+def _local_run(*extra: str) -> Iterator[str]:
     """``python -m local.run`` (what ``make local`` runs) on free ports; yields the base URL."""
     port, emulator_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "local.run", "--port", str(port),
-         "--emulator-port", str(emulator_port), "--token-delay-ms", "1"],
+         "--emulator-port", str(emulator_port), "--token-delay-ms", "1", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'lambda'}"},
     )  # fmt: skip
@@ -61,6 +62,12 @@ def local_gateway() -> Iterator[str]:
             with socket.socket() as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
                 sock.bind(("127.0.0.1", freed))
+
+
+@pytest.fixture(scope="module")
+def local_gateway() -> Iterator[str]:
+    with _local_run() as url:
+        yield url
 
 
 def test_readme_curl_example_streams_reasoning_then_content(local_gateway: str) -> None:
@@ -178,3 +185,28 @@ def test_a_langchain_chat_model_with_bind_tools(local_gateway: str) -> None:
     messages += [first, ToolMessage(get_weather.invoke({"city": "Paris"}), tool_call_id=call["id"])]
     answer = model.invoke(messages)
     assert answer.content == "The tool said: 21 °C in Paris"
+
+
+def test_make_local_turns_on_a_guardrail_and_the_cache() -> None:
+    """``--guardrail-block-words`` (the local ApplyGuardrail stand-in) and ``--cache`` (a table
+    in the local DynamoDB) on every route."""
+    import httpx2 as httpx
+
+    guardrail_port = free_port()
+    with _local_run("--guardrail-block-words", "forbidden,secret", "--cache",
+                    "--guardrail-port", str(guardrail_port)) as url:  # fmt: skip
+        model = "deepseek-r1-distill-qwen-7b"
+        blocked = httpx.post(f"{url}/v1/chat/completions", headers={"x-api-key": "default"},
+                             json={"model": model, "messages": [
+                                 {"role": "user", "content": "Tell me the secret"}]})  # fmt: skip
+        assert blocked.status_code == 400
+        assert blocked.json()["error"]["code"] == "content_filter"
+        ask = {"model": model, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}]}
+        first, second = (
+            httpx.post(f"{url}/v1/chat/completions", headers={"x-api-key": "default"}, json=ask)
+            for _ in range(2)
+        )
+        assert (first.headers["x-llm-cache"], second.headers["x-llm-cache"]) == ("miss", "hit")
+        assert second.json()["choices"] == first.json()["choices"]
+        checks = httpx.get(f"http://127.0.0.1:{guardrail_port}/_guardrail/requests").json()
+        assert [c["source"] for c in checks] == ["INPUT", "INPUT", "OUTPUT", "INPUT"]
