@@ -26,7 +26,6 @@ import boto3
 import httpx2 as httpx
 import pytest
 
-from llm_gateway import telemetry
 from llm_gateway.app import create_app
 from llm_gateway.quota import QuotaStore
 from llm_gateway.settings import Settings
@@ -35,6 +34,7 @@ from local.dynamodb import create_quota_table, dynamodb_server
 from local.emulator import Emulator, create_emulator
 from local.scenarios import Scenario
 from local.serving import serve_in_thread
+from tests.gateway.conftest import dimension_sets, emf_records, request_lines
 
 CONTENT = "Hello from the primary backend, all fine."
 TABLE = "quota"
@@ -452,37 +452,14 @@ PROMPT = "Hi there"
 
 
 @pytest.fixture
-def captured(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[io.StringIO]:
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "LlmGateway")
+def captured(monkeypatch: pytest.MonkeyPatch, request_log: io.StringIO) -> io.StringIO:
+    """conftest's request log, with this module's service name."""
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE)
-    buffer = io.StringIO()
-    handler = telemetry.logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(buffer)
-    capsys.readouterr()
-    try:
-        yield buffer
-    finally:
-        handler.setStream(previous)  # type: ignore[arg-type]
-
-
-def _emf(out: str) -> list[dict[str, Any]]:
-    records = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
-    return records
-
-
-def _dimension_sets(record: dict[str, Any]) -> list[set[str]]:
-    return [set(d) for d in record["_aws"]["CloudWatchMetrics"][0]["Dimensions"]]
+    return request_log
 
 
 def _metric_names(record: dict[str, Any]) -> set[str]:
     return {m["Name"] for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-
-
-def _log_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
 
 
 def test_a_streamed_fallback_emits_route_and_backend_metrics_and_one_log_line(
@@ -492,9 +469,9 @@ def test_a_streamed_fallback_emits_route_and_backend_metrics_and_one_log_line(
     stack.emulator.set_scenario("ep-secondary", Scenario(content=CONTENT, prompt_tokens=9))
     response = stack.chat("key-alice", stream=True)
     assert response.status_code == 200
-    (record,) = _emf(capsys.readouterr().out)
+    (record,) = emf_records(capsys.readouterr().out)
     assert record["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "LlmGateway"
-    assert _dimension_sets(record) == [{"service", "route"}, {"service", "route", "backend"}]
+    assert dimension_sets(record) == [{"service", "route"}, {"service", "route", "backend"}]
     assert (record["service"], record["route"], record["backend"]) == (SERVICE, "chat", "secondary")
     assert "consumer" not in record  # unbounded: never a dimension
     assert _metric_names(record) == {
@@ -508,7 +485,7 @@ def test_a_streamed_fallback_emits_route_and_backend_metrics_and_one_log_line(
     units = {m["Name"]: m["Unit"] for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert units["TimeToFirstByte"] == "Milliseconds"
     assert units["OutputTokensPerSecond"] == "Count/Second"
-    (line,) = [entry for entry in _log_lines(captured) if entry.get("message") == "request"]
+    (line,) = request_lines(captured)
     assert line["consumer"] == "alice"
     assert (line["route"], line["backend"], line["attempts"]) == ("chat", "secondary", 2)
     assert line["outcome"] == "ok"
@@ -526,16 +503,16 @@ def test_errors_are_counted_by_kind(
     )
     stack.chat("key-alice", stream=True)
     stack.chat("key-bob", max_tokens=5000)  # over bob's 400 tokens a day: refused
-    records = _emf(capsys.readouterr().out)
+    records = emf_records(capsys.readouterr().out)
     errors = [r for r in records if "Errors" in r]
     assert [(r["route"], r["kind"]) for r in errors] == [
         ("chat", "model_error"),
         ("chat", "quota_exceeded"),
     ]
-    assert all(_dimension_sets(r) == [{"service", "route", "kind"}] for r in errors)
+    assert all(dimension_sets(r) == [{"service", "route", "kind"}] for r in errors)
     rejected = [r for r in records if r.get("QuotaRejections") == [1]]
     assert len(rejected) == 1
-    outcomes = [e["outcome"] for e in _log_lines(captured) if e.get("message") == "request"]
+    outcomes = [e["outcome"] for e in request_lines(captured)]
     assert outcomes == ["error", "error"]
 
 
@@ -560,8 +537,8 @@ def test_unknown_models_are_logged_but_never_become_a_dimension(
 ) -> None:
     response = stack.chat("key-alice", model="made-up-model-123")
     assert response.status_code == 404
-    assert _emf(capsys.readouterr().out) == []
-    (line,) = [e for e in _log_lines(captured) if e.get("message") == "request"]
+    assert emf_records(capsys.readouterr().out) == []
+    (line,) = request_lines(captured)
     assert line.get("route") is None  # Powertools drops null fields
     assert line["error_kind"] == "invalid_request"
 
@@ -570,8 +547,7 @@ def test_unknown_models_are_logged_but_never_become_a_dimension(
 
 
 def _request_lines(buffer: io.StringIO, consumer: str) -> list[dict[str, Any]]:
-    return [e for e in _log_lines(buffer)
-            if e.get("message") == "request" and e.get("consumer") == consumer]  # fmt: skip
+    return [e for e in request_lines(buffer) if e.get("consumer") == consumer]
 
 
 def _wait_for_no_upstream_reader(timeout_s: float = 2) -> bool:
