@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from local.eventstream import internal_stream_failure, model_stream_error, payload_part
+from local.request_log import RequestLog
 from local.scenarios import Fault, PreStreamError, Scenario, render_body, stream_steps
 
 ACCOUNT_ID = "000000000000"
@@ -158,8 +159,8 @@ class _Recutter:
         return [rest] if rest else []
 
 
-class Emulator:
-    """Mutable emulator state: scenarios, recorded requests, barriers."""
+class Emulator(RequestLog[RecordedRequest]):
+    """Mutable emulator state: scenarios, recorded requests (the log), barriers."""
 
     def __init__(
         self, scenarios: Mapping[str, Scenario] | None = None, default: Scenario | None = None
@@ -167,8 +168,7 @@ class Emulator:
         self.scenarios: dict[str, Scenario] = dict(scenarios or {})
         self.default = default
         self.barriers = Barriers()
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
+        super().__init__()
 
     def scenario_for(self, endpoint: str) -> Scenario | None:
         """The endpoint's scenario, else the default, else None (endpoint not found)."""
@@ -177,22 +177,6 @@ class Emulator:
     def set_scenario(self, endpoint: str, scenario: Scenario) -> None:
         """Set (or replace) what ``endpoint`` answers."""
         self.scenarios[endpoint] = scenario
-
-    def record(self, request: RecordedRequest) -> None:
-        """Append one invocation to the log."""
-        with self._lock:
-            self._requests.append(request)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A copy of the invocation log, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        """Empty the invocation log."""
-        with self._lock:
-            self._requests.clear()
 
     async def frames(
         self, scenario: Scenario, request: Mapping[str, Any] | None

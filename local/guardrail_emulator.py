@@ -24,7 +24,6 @@ import asyncio
 import json
 import math
 import re
-import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -35,6 +34,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from local.request_log import RequestLog
 
 BLOCKED_INPUT_MESSAGE = "Sorry, the model cannot answer this question."
 BLOCKED_OUTPUT_MESSAGE = "Sorry, the model cannot answer this question. (output)"
@@ -75,27 +76,12 @@ class RecordedCheck(BaseModel):
     texts: list[str]
 
 
-class GuardrailEmulator:
+class GuardrailEmulator(RequestLog[RecordedCheck]):
     """Mutable state: the configuration and the request log. Thread-safe."""
 
     def __init__(self, config: GuardrailConfig | None = None) -> None:
         self.config = config or GuardrailConfig()
-        self._lock = threading.Lock()
-        self._requests: list[RecordedCheck] = []
-
-    def record(self, check: RecordedCheck) -> None:
-        with self._lock:
-            self._requests.append(check)
-
-    @property
-    def requests(self) -> list[RecordedCheck]:
-        """A copy of the log, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
+        super().__init__()
 
     def matches(self, text: str) -> list[str]:
         """The blocked words ``text`` contains."""
