@@ -130,14 +130,19 @@ def endpoint_network(
     return EndpointNetwork(vpc=vpc, subnets=subnets, security_groups=groups)
 
 
-def _security_group(scope: Construct, model_name: str, vpc: ec2.IVpc) -> ec2.SecurityGroup:
+def https_egress_group(
+    scope: Construct, construct_id: str, vpc: ec2.IVpc, *, description: str, egress: str
+) -> ec2.SecurityGroup:
+    """A security group with no ingress and one egress rule: TCP 443 to any IPv4 address
+    (``egress`` describes it). Used for the endpoints' ENIs and the gateway function."""
     group = ec2.SecurityGroup(
-        scope,
-        "SecurityGroup",
-        vpc=vpc,
-        description=f"ENIs of the {model_name} SageMaker endpoint: HTTPS out only",
-        allow_all_outbound=False,
+        scope, construct_id, vpc=vpc, description=description, allow_all_outbound=False
     )
+    group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), egress)
+    return group
+
+
+def _security_group(scope: Construct, model_name: str, vpc: ec2.IVpc) -> ec2.SecurityGroup:
     # Egress: HTTPS only, to any IPv4 address; the subnets' routes decide what that reaches.
     # Not the VPC CIDR alone, because what goes out through these ENIs needs S3 at least:
     # "the download and upload of customer data and model artifacts are routed through your
@@ -151,12 +156,13 @@ def _security_group(scope: Construct, model_name: str, vpc: ec2.IVpc) -> ec2.Sec
     # gateway. DNS to the Amazon-provided resolver is not filtered by security groups. No
     # ingress: invocations reach the container through SageMaker, not through these ENIs.
     # For a tighter rule (e.g. the S3 prefix list and the VPC CIDR), pass your own groups.
-    group.add_egress_rule(
-        ec2.Peer.any_ipv4(),
-        ec2.Port.tcp(443),
-        "HTTPS: model data from S3 (gateway endpoint or NAT), Hub or LMI downloads",
+    return https_egress_group(
+        scope,
+        "SecurityGroup",
+        vpc,
+        description=f"ENIs of the {model_name} SageMaker endpoint: HTTPS out only",
+        egress="HTTPS: model data from S3 (gateway endpoint or NAT), Hub or LMI downloads",
     )
-    return group
 
 
 def grant_vpc_access(scope: Construct, role: iam.IRole, network: EndpointNetwork) -> str:

@@ -28,7 +28,7 @@ from llm_gateway.contract import (
 from llm_serving._nag import acknowledge, skip_checkov
 from llm_serving.bundling import RUNTIME, gateway_code
 from llm_serving.config.gateway import ConsumerConfig, GatewayConfig
-from llm_serving.endpoint_network import default_subnets
+from llm_serving.endpoint_network import default_subnets, https_egress_group
 from llm_serving.gateway_tables import consumer_table
 
 APP_PORT = 8080
@@ -210,17 +210,12 @@ class FunctionNetwork:
         if security_groups:
             self.security_groups = list(security_groups)
         else:
-            group = ec2.SecurityGroup(
+            group = https_egress_group(
                 scope,
                 "FunctionSecurityGroup",
-                vpc=vpc,
+                vpc,
                 description="LLM gateway function: outbound HTTPS to AWS APIs only",
-                allow_all_outbound=False,
-            )
-            group.add_egress_rule(
-                ec2.Peer.any_ipv4(),
-                ec2.Port.tcp(443),
-                "SageMaker runtime and DynamoDB over TLS (VPC endpoints or NAT)",
+                egress="SageMaker runtime and DynamoDB over TLS (VPC endpoints or NAT)",
             )
             self.security_groups = [group]
 
