@@ -14,6 +14,7 @@ from constructs import Construct
 
 from llm_gateway.contract import GuardrailPolicy, GuardrailRef
 from llm_serving.config.gateway_safety import GuardrailConfig
+from llm_serving.gateway_tables import contract_fields
 from llm_serving.stage import Stage, StagePolicy
 
 
@@ -94,7 +95,7 @@ class ContentGuardrail(Construct):
         return GuardrailRef(
             guardrail_id=self.guardrail_id,
             guardrail_version=self.guardrail_version,
-            **{name: getattr(policy, name) for name in GuardrailPolicy.model_fields},
+            **contract_fields(policy, GuardrailPolicy),
         )
 
     def grant_apply(self, grantee: iam.IGrantable) -> iam.Grant:
