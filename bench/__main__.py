@@ -1,8 +1,10 @@
-"""``make bench``: gateway overhead, relay throughput, cold start, synth and test time.
+"""``make bench``: the gateway process in isolation (time added to the first chunk at 1, 20
+and 100 concurrent streams, relay throughput, CPU per streamed request, RSS: ``bench.gateway``),
+cold start (import time, bundle size), synth and test time.
 
 Prints a table and writes the figures as JSON (``--json``, default ``bench-results.json``).
 
-    .venv/bin/python -m bench [--quick] [--skip-tests] [--json PATH]
+    .venv/bin/python -m bench [--quick] [--skip-tests] [--skip-synth] [--json PATH]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, relay, ttfb
+from bench import coldstart, gateway
 from bench.harness import ROOT
 
 
@@ -44,15 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples (a smoke run)")
     parser.add_argument("--skip-tests", action="store_true", help="do not time the test suite")
+    parser.add_argument("--skip-synth", action="store_true", help="do not time cdk synth")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args(argv)
 
     results: dict[str, Any] = {"machine": _machine()}
-    results["ttfb"] = ttfb.run(requests=5 if args.quick else 50, concurrency=20)
-    results["relay"] = relay.run(2_000 if args.quick else 20_000)
+    results["gateway"] = gateway.run(quick=args.quick)
     results["cold_start"] = coldstart.run()
-    cdk = str(ROOT / "node_modules" / ".bin" / "cdk")
-    results["synth_s"] = _timed([cdk, "synth", "--quiet", "-o", "cdk.out.bench"])
+    if not args.skip_synth:
+        cdk = str(ROOT / "node_modules" / ".bin" / "cdk")
+        results["synth_s"] = _timed([cdk, "synth", "--quiet", "-o", "cdk.out.bench"])
     if not args.skip_tests:
         results["tests_s"] = _timed(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
@@ -63,26 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(r: dict[str, Any]) -> None:
-    t, rl, cs = r["ttfb"], r["relay"], r["cold_start"]
-    rows = [
-        ("direct (boto3 → emulator)", t["direct_boto3_ms"]),
-        ("via gateway (openai SDK)", t["gateway_openai_sdk_ms"]),
-        ("added by gateway + openai SDK", t["added_openai_sdk_ms"]),
-        ("added by gateway (httpx client)", t["added_httpx_ms"]),
-    ]
-    print(f"\nTime to first chunk (ms), {t['streams']} concurrent streams, {t['requests']} rounds")
-    print(f"{'':36} {'median':>9} {'p90':>9} {'p99':>9}")
-    for name, row in rows:
-        print(f"{name:36} {row['median']:9.2f} {row['p90']:9.2f} {row['p99']:9.2f}")
-    print(f"\nRelay, one stream of {rl['tokens']} chunks")
-    print(f"{'emulator alone (boto3 reading)':36} {rl['emulator_parts_per_s']:>12,.0f} parts/s")
-    print(f"{'through the gateway':36} {rl['gateway_chunks_per_s']:>12,.0f} chunks/s")
-    print(f"{'added per chunk':36} {rl['added_us_per_chunk']:>12.1f} µs")
+    gateway.print_table(r["gateway"])
+    cs = r["cold_start"]
     print("\nCold start and build")
     print(f"{'import llm_gateway.main':36} {cs['import_ms']:>12.0f} ms")
     print(f"{'bundle (arm64) unzipped / zipped':36} {cs['unzipped_bytes'] / 2**20:>8.1f} / "
           f"{cs['zipped_bytes'] / 2**20:.1f} MiB")  # fmt: skip
-    print(f"{'cdk synth (whole app)':36} {r['synth_s']:>12.1f} s")
+    if "synth_s" in r:
+        print(f"{'cdk synth (whole app)':36} {r['synth_s']:>12.1f} s")
     if "tests_s" in r:
         print(f"{'test suite (pytest)':36} {r['tests_s']:>12.1f} s")
 

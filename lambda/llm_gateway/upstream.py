@@ -1,9 +1,15 @@
-"""The SageMaker runtime edge: ``InvokeEndpointWithResponseStream`` through boto3.
+"""The SageMaker runtime edge: ``InvokeEndpointWithResponseStream``, and failures by kind.
 
-boto3 is synchronous, so each stream is read on its own thread and handed to the event loop
-part by part; the loop never blocks on the network. Failures are classified by kind into
-:class:`UpstreamError` so callers decide what the client sees (and, later, whether to fall
-back) without knowing botocore.
+Streams are opened from the event loop by :mod:`llm_gateway.upstream_async` (botocore's
+signer and event-stream parser over an asyncio HTTP/1.1 connection: no thread and no botocore
+call per request). Where that path does not apply (an HTTP proxy is configured for the
+runtime's endpoint, which only botocore's HTTP stack supports; botocore would not sign with
+SigV4; or the start-up check that our signer still matches this botocore's fails), each stream
+is read by a botocore client on a thread of its own and handed to the loop part by part
+(:class:`UpstreamStream`, the previous implementation, kept as that fallback). Either way
+failures are classified by kind into :class:`UpstreamError` (:func:`classify`, from the
+exceptions botocore raises) so callers decide what the client sees (and whether to fall back)
+without knowing botocore.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
@@ -28,8 +34,11 @@ from llm_gateway.errors import GatewayError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from botocore.session import Session
+
     from llm_gateway.contract import Backend
     from llm_gateway.settings import Settings
+    from llm_gateway.upstream_async import RuntimeStream, SageMakerRuntime
 
 _END = object()
 
@@ -111,7 +120,9 @@ def classify(exc: Exception) -> UpstreamError:
 
 
 class UpstreamStream:
-    """Async iterator over one invocation's payload bytes; ``close()`` stops it early."""
+    """Async iterator over one invocation's payload bytes, read by a botocore client on a
+    thread of its own; ``close()`` stops it early. Only where :mod:`llm_gateway.upstream_async`
+    does not apply (see :meth:`SageMakerInvoker.from_settings`)."""
 
     def __init__(self, client: Any, backend: Backend, body: bytes) -> None:
         self._client = client
@@ -131,7 +142,8 @@ class UpstreamStream:
     def _put(self, item: object) -> None:
         assert self._loop is not None
         if not self._closed.is_set():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is reading
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
     def _pump(self) -> None:
         kwargs: dict[str, Any] = {
@@ -194,18 +206,28 @@ class UpstreamStream:
 
 
 class SageMakerInvoker:
-    """Opens streams on SageMaker endpoints with one shared, thread-safe boto3 client."""
+    """Opens streams on SageMaker endpoints: from the event loop (``runtime``), else with one
+    shared, thread-safe botocore client and a thread per stream."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, runtime: SageMakerRuntime | None = None) -> None:
         self._client = client
+        self.runtime = runtime
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SageMakerInvoker:
-        """A client honouring the standard AWS_* variables (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME…).
+    def from_settings(
+        cls, settings: Settings, *, session: Session | None = None
+    ) -> SageMakerInvoker:
+        """A client honouring the standard AWS_* variables (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME…),
+        from ``session`` (default: a new botocore session, the standard provider chain).
 
         Retries are off: a retried stream could duplicate output, and choosing another backend
-        is the gateway's decision, not botocore's.
+        is the gateway's decision, not botocore's. The client resolves the endpoint, signing
+        and credentials once (:func:`llm_gateway.upstream_resolution.resolve`); streams are then
+        opened without it unless a proxy applies.
         """
+        from llm_gateway.upstream_async import SageMakerRuntime
+
+        session = session or botocore.session.get_session()
         config = Config(
             connect_timeout=settings.upstream_connect_timeout_s,
             read_timeout=settings.upstream_read_timeout_s,
@@ -213,7 +235,14 @@ class SageMakerInvoker:
             tcp_keepalive=True,
             max_pool_connections=64,
         )
-        return cls(boto3.client("sagemaker-runtime", config=config))
+        client = session.create_client("sagemaker-runtime", config=config)
+        runtime = SageMakerRuntime.from_client(
+            session, client, connect_timeout_s=settings.upstream_connect_timeout_s,
+            read_timeout_s=settings.upstream_read_timeout_s,
+        )  # fmt: skip
+        return cls(client, runtime)
 
-    def open(self, backend: Backend, body: bytes) -> UpstreamStream:
+    def open(self, backend: Backend, body: bytes) -> RuntimeStream | UpstreamStream:
+        if self.runtime is not None:
+            return self.runtime.open(backend, body)
         return UpstreamStream(self._client, backend, body)
