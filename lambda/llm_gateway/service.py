@@ -31,7 +31,7 @@ from llm_gateway.adapters import Delta, InBandError, StreamAdapter, Usage, adapt
 from llm_gateway.chunks import DONE, ChunkWriter, completion, merge_tool_calls
 from llm_gateway.decoder import LineDecoder, event_payload
 from llm_gateway.errors import GatewayError
-from llm_gateway.upstream import UpstreamError
+from llm_gateway.upstream_errors import UpstreamError
 
 if TYPE_CHECKING:
     from typing import Protocol

@@ -12,7 +12,7 @@ connection (``http1``), write the request, and decode the event stream as it arr
 (``eventstream``), handing payload bytes to the consumer as they complete; several parts that
 arrive together are handed over as one ``bytes`` (the consumer splits lines across any part
 boundary). No retries. Errors are turned into the exceptions botocore would raise for the
-same fault and classified by ``upstream.classify``, so the client sees exactly what it saw
+same fault and classified by ``upstream_errors.classify``, so the client sees exactly what it saw
 with boto3.
 """
 
@@ -46,7 +46,7 @@ from urllib3.exceptions import ReadTimeoutError as StreamReadTimeoutError
 from llm_gateway.eventstream import EventStreamDecoder
 from llm_gateway.http1 import ConnectTimedOutError, Pool
 from llm_gateway.signing import agrees_with_botocore, host_header, sign
-from llm_gateway.upstream import UpstreamError, classify
+from llm_gateway.upstream_errors import UpstreamError, classify
 from llm_gateway.upstream_resolution import (
     OPERATION,
     PLACEHOLDER,

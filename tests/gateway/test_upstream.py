@@ -15,7 +15,8 @@ from llm_gateway.request import parse_chat_request
 from llm_gateway.routing import BackendHealth
 from llm_gateway.service import open_stream
 from llm_gateway.settings import Settings
-from llm_gateway.upstream import SageMakerInvoker, classify
+from llm_gateway.upstream import SageMakerInvoker
+from llm_gateway.upstream_errors import classify
 from local.serving import free_port
 
 
@@ -25,7 +26,7 @@ from local.serving import free_port
         (EndpointConnectionError(endpoint_url="http://x"), "connection"),
         (ConnectTimeoutError(endpoint_url="http://x"), "timeout"),
         (ReadTimeoutError(endpoint_url="http://x"), "timeout"),
-        # What iterating the event stream raises (see upstream.classify).
+        # What iterating the event stream raises (see upstream_errors.classify).
         (StreamReadTimeoutError(None, None, "Read timed out."), "timeout"),  # type: ignore[arg-type]
     ],
 )

@@ -28,8 +28,9 @@ from llm_gateway.contract import Backend
 from llm_gateway.eventstream import EventStreamDecoder
 from llm_gateway.settings import Settings
 from llm_gateway.signing import RuntimeSigV4Auth, agrees_with_botocore, sign
-from llm_gateway.upstream import SageMakerInvoker, UpstreamError
+from llm_gateway.upstream import SageMakerInvoker
 from llm_gateway.upstream_async import RuntimeStream, SageMakerRuntime
+from llm_gateway.upstream_errors import UpstreamError
 from llm_gateway.upstream_resolution import OPERATION
 from local.emulator import create_emulator
 from local.eventstream import (
