@@ -16,8 +16,12 @@ if TYPE_CHECKING:
 DONE = b"data: [DONE]\n\n"
 
 
+# One encoder for every event (json.dumps with options builds a new one per call).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _encode(obj).encode() + b"\n\n"
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -64,13 +68,20 @@ def merge_tool_calls(pieces: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class ChunkWriter:
-    """Serializes one response's deltas as SSE events sharing an id, timestamp and model."""
+    """Serializes one response's deltas as SSE events sharing an id, timestamp and model.
+
+    A delta's event is the JSON of ``{"id", "object", "created", "model", "choices": [{"index":
+    0, "delta", "logprobs", "finish_reason"}]}``; everything before its ``delta`` is the same
+    for the whole response, so it is encoded once (the bytes are those of encoding the whole
+    object: tests/gateway/test_chunks.py)."""
 
     def __init__(self, model: str) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
         self._sent_role = False
+        head = _encode(self._chunk([{"index": 0}]))  # ...,"choices":[{"index":0}]}
+        self._delta_prefix = f'data: {head[:-3]},"delta":'.encode()
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {
@@ -93,13 +104,11 @@ class ChunkWriter:
             body["content"] = delta.content
         if delta.tool_calls:
             body["tool_calls"] = list(delta.tool_calls)
-        choice = {
-            "index": 0,
-            "delta": body,
-            "logprobs": delta.logprobs,
-            "finish_reason": delta.finish_reason,
-        }
-        return _sse(self._chunk([choice]))
+        tail = (
+            f'{_encode(body)},"logprobs":{_encode(delta.logprobs)},'
+            f'"finish_reason":{_encode(delta.finish_reason)}}}]}}\n\n'
+        )
+        return self._delta_prefix + tail.encode()
 
     def usage(self, usage: Usage) -> bytes:
         return _sse(self._chunk([], usage=usage_dict(usage)))

@@ -67,7 +67,7 @@ class _NoUpstream:
         return None
 
 
-async def _no_more() -> AsyncIterator[Delta]:
+async def _no_more() -> AsyncIterator[list[Delta]]:
     return
     yield  # an async generator that yields nothing
 

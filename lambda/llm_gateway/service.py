@@ -20,6 +20,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterator,
     Sequence,
 )
 from dataclasses import dataclass, field
@@ -79,27 +80,43 @@ class OpenStream:
 
     backend: Backend
     first: list[Delta]
-    rest: AsyncIterator[Delta]
+    rest: AsyncIterator[list[Delta]]
+    """The deltas after ``first``, in batches (those that arrived together)."""
     upstream: Stream
     attempts: int
     upstream_ttfb_s: float
     failed: list[str] = field(default_factory=list)
 
 
-async def deltas(upstream: AsyncIterable[bytes], adapter: StreamAdapter) -> AsyncIterator[Delta]:
-    """Bytes → lines → payloads → deltas, across arbitrary part boundaries."""
+async def delta_batches(
+    upstream: AsyncIterable[bytes], adapter: StreamAdapter
+) -> AsyncIterator[list[Delta]]:
+    """Bytes → lines → payloads → deltas, across arbitrary part boundaries: one batch per
+    upstream part that completes any, so the deltas that arrived together are written to the
+    client together (one socket write instead of one per chunk)."""
     decoder = LineDecoder()
     async for part in upstream:
-        for line in decoder.feed(part):
+        for batch in _batch(decoder.feed(part), adapter):
+            yield batch
+    for batch in _batch(decoder.flush(), adapter):
+        yield batch
+
+
+def _batch(lines: list[str], adapter: StreamAdapter) -> Iterator[list[Delta]]:
+    """The deltas of ``lines`` as one batch (none if empty); an in-band error is raised after
+    the deltas that preceded it."""
+    batch: list[Delta] = []
+    try:
+        for line in lines:
             payload = event_payload(line)
             if payload is not None:
-                for delta in adapter.parse(payload):
-                    yield delta
-    for line in decoder.flush():
-        payload = event_payload(line)
-        if payload is not None:
-            for delta in adapter.parse(payload):
-                yield delta
+                batch.extend(adapter.parse(payload))
+    except InBandError:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
 
 
 _NOT_SUPPORTED = frozenset({"unsupported_parameter", "unsupported_value"})
@@ -127,11 +144,12 @@ def _capable(request: ChatRequest, order: Sequence[Backend]) -> list[Backend]:
     return capable
 
 
-async def _prime(rest: AsyncIterator[Delta]) -> list[Delta]:
+async def _prime(rest: AsyncIterator[list[Delta]]) -> list[Delta]:
+    """The batches up to and including the first with a meaningful delta, as one."""
     first: list[Delta] = []
-    async for delta in rest:
-        first.append(delta)
-        if _meaningful(delta):
+    async for batch in rest:
+        first.extend(batch)
+        if any(map(_meaningful, batch)):
             break
     return first
 
@@ -142,9 +160,10 @@ async def _attempt(
     adapter = adapter_for(backend.format)
     started = time.perf_counter()
     upstream = invoker.open(backend, adapter.request_body(request, backend, max_tokens))
-    rest = deltas(upstream, adapter)
+    rest = delta_batches(upstream, adapter)
     try:
-        first = await asyncio.wait_for(_prime(rest), timeout=deadline_s)
+        async with asyncio.timeout(deadline_s):
+            first = await _prime(rest)
     except TimeoutError:
         upstream.close()
         detail = f"no first byte within {deadline_s:g} s"
@@ -207,20 +226,29 @@ async def open_stream(
 async def _all(stream: OpenStream) -> AsyncGenerator[Delta, None]:
     for delta in stream.first:
         yield delta
-    async for delta in stream.rest:
-        yield delta
+    async for batch in stream.rest:
+        for delta in batch:
+            yield delta
+
+
+async def _batches(stream: OpenStream) -> AsyncGenerator[list[Delta], None]:
+    if stream.first:
+        yield stream.first
+    async for batch in stream.rest:
+        yield batch
 
 
 def pipe(
     stream: OpenStream, transform: Callable[[AsyncIterator[Delta]], AsyncIterator[Delta]]
 ) -> OpenStream:
     """The same stream (backend, upstream) with every delta passed through ``transform``,
-    which may hold deltas back or end early; the deltas it did not read are then dropped."""
+    which may hold deltas back or end early; the deltas it did not read are then dropped.
+    (Its deltas are written one by one: batches do not survive a transform.)"""
 
-    async def piped() -> AsyncIterator[Delta]:
+    async def piped() -> AsyncIterator[list[Delta]]:
         async with contextlib.aclosing(_all(stream)) as source:
             async for delta in transform(source):
-                yield delta
+                yield [delta]
 
     return dataclasses.replace(stream, first=[], rest=piped())
 
@@ -265,16 +293,19 @@ async def sse_events(
     end = _EndOnce(stream, on_end)
     finished = False
     try:
-        async for delta in _all(stream):
-            if delta.usage is not None:
-                outcome.usage = delta.usage
-            elif delta.generated or delta.finish_reason or delta.logprobs:
-                finished = finished or delta.finish_reason is not None
-                outcome.text_deltas += delta.generated
-                chunk = writer.delta(delta)
-                if on_first_byte is not None and outcome.text_deltas <= 1:
+        async for batch in _batches(stream):
+            chunks: list[bytes] = []
+            for delta in batch:
+                if delta.usage is not None:
+                    outcome.usage = delta.usage
+                elif delta.generated or delta.finish_reason or delta.logprobs:
+                    finished = finished or delta.finish_reason is not None
+                    outcome.text_deltas += delta.generated
+                    chunks.append(writer.delta(delta))
+            if chunks:
+                if on_first_byte is not None:
                     on_first_byte()
-                yield chunk
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if not finished:
             outcome.error = _incomplete()
             await end(outcome)

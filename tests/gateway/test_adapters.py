@@ -14,7 +14,7 @@ from llm_gateway.adapters.prompts import llama2_prompt
 from llm_gateway.chunks import merge_tool_calls
 from llm_gateway.contract import Backend, ImageInput, StreamFormat
 from llm_gateway.request import parse_chat_request
-from llm_gateway.service import deltas
+from llm_gateway.service import delta_batches
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -28,7 +28,8 @@ def run(fixture: str, fmt: StreamFormat, *, part_size: int = 7) -> list[Delta]:
     data = (FIXTURES / fixture).read_bytes()
 
     async def collect() -> list[Delta]:
-        return [d async for d in deltas(_parts(data, part_size), adapter_for(fmt))]
+        batches = delta_batches(_parts(data, part_size), adapter_for(fmt))
+        return [d async for batch in batches for d in batch]
 
     return asyncio.run(collect())
 
@@ -81,17 +82,39 @@ def test_tgi_tokens_skip_special_and_report_input_length() -> None:
         ("tgi_inband_error.sse", "tgi"),
     ],
 )
-def test_in_band_errors_raise_after_the_text_before_them(fixture: str, fmt: StreamFormat) -> None:
+@pytest.mark.parametrize("part_size", [11, 1 << 20], ids=["small parts", "one part"])
+def test_in_band_errors_raise_after_the_text_before_them(
+    fixture: str, fmt: StreamFormat, part_size: int
+) -> None:
     seen: list[Delta] = []
 
     async def collect() -> None:
         data = (FIXTURES / fixture).read_bytes()
-        async for delta in deltas(_parts(data, 11), adapter_for(fmt)):
-            seen.append(delta)
+        async for batch in delta_batches(_parts(data, part_size), adapter_for(fmt)):
+            seen.extend(batch)
 
     with pytest.raises(InBandError):
         asyncio.run(collect())
     assert "".join(d.content for d in seen) in ("Partial", "Deep ", "Deep")
+
+
+def test_deltas_that_arrive_together_are_one_batch() -> None:
+    """One batch per upstream part that completes events: what the relay writes at once."""
+    events = [
+        b'data: {"choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n' % word
+        for word in (b"a", b"b", b"c")
+    ]
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield events[0] + events[1]  # two events together
+        yield events[2][:10]  # half an event: no batch yet
+        yield events[2][10:]
+
+    async def collect() -> list[list[str]]:
+        return [[d.content for d in batch]
+                async for batch in delta_batches(parts(), adapter_for("openai"))]  # fmt: skip
+
+    assert asyncio.run(collect()) == [["a", "b"], ["c"]]
 
 
 def test_openai_finish_reason_error_is_an_error() -> None:
