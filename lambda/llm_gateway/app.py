@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llm_gateway import admission
@@ -27,6 +27,7 @@ from llm_gateway.quota_model import QuotaExceeded, QuotaUnavailable, Reservation
 from llm_gateway.request import ChatRequest, parse_chat_request
 from llm_gateway.routing import BackendHealth, attempt_order
 from llm_gateway.service import OpenStream, Outcome, aggregate, open_stream, sse_events
+from llm_gateway.sse_response import EventStreamResponse
 from llm_gateway.telemetry import RequestTelemetry
 
 if TYPE_CHECKING:
@@ -283,16 +284,9 @@ class Gateway:
         if lookup is not None:
             headers |= lookup.headers
         if chat.stream:
-            return StreamingResponse(
-                sse_events(
-                    stream,
-                    include_usage=chat.include_usage,
-                    on_end=finish,
-                    on_first_byte=telemetry.first_byte,
-                ),
-                media_type="text/event-stream",
-                headers={**SSE_HEADERS, **headers},
-            )
+            events = sse_events(stream, include_usage=chat.include_usage, on_end=finish,
+                                on_first_byte=telemetry.first_byte)  # fmt: skip
+            return EventStreamResponse(events, headers={**SSE_HEADERS, **headers})
         body = await aggregate(stream, on_end=finish)
         return JSONResponse(body, headers=headers)
 

@@ -1,6 +1,6 @@
 """Content safety with Amazon Bedrock guardrails (``ApplyGuardrail``), per route.
 
-The edge (:class:`GuardrailClient`) is boto3's ``bedrock-runtime`` client. The request and
+The edge (:class:`GuardrailClient`) is botocore's ``bedrock-runtime`` client. The request and
 response shapes are the service model's (botocore ``data/bedrock-runtime/2023-09-30/
 service-2.json``, operation ``ApplyGuardrail``: ``POST /guardrail/{guardrailIdentifier}/version/
 {guardrailVersion}/apply``, rest-json)::
@@ -38,10 +38,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from llm_gateway import aws_clients
 from llm_gateway.adapters import Delta, Usage
 from llm_gateway.contract import GuardrailAction, GuardrailRef
 from llm_gateway.errors import GatewayError
@@ -94,14 +94,14 @@ def verdict_from(response: dict[str, Any]) -> Verdict:
 
 
 class GuardrailClient:
-    """ApplyGuardrail through one shared, thread-safe boto3 client."""
+    """ApplyGuardrail through one shared, thread-safe botocore client."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
 
     @classmethod
     def from_env(cls) -> GuardrailClient:
-        """boto3's ``bedrock-runtime`` client, configured by the process environment (region,
+        """botocore's ``bedrock-runtime`` client, configured by the process environment (region,
         credentials; ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` for local runs: botocore's
         ``ConfiguredEndpointProvider`` reads ``AWS_ENDPOINT_URL_<SERVICE_ID>``,
         botocore/configprovider.py).
@@ -118,7 +118,7 @@ class GuardrailClient:
             retries={"mode": "standard", "total_max_attempts": 2},
             max_pool_connections=64,
         )
-        return cls(boto3.client("bedrock-runtime", config=config))
+        return cls(aws_clients.client("bedrock-runtime", config=config))
 
     def apply(self, ref: GuardrailRef, source: Source, texts: Sequence[str]) -> Verdict:
         """One ApplyGuardrail call (blocking); raises :class:`GuardrailUnavailableError`."""

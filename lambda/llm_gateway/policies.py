@@ -92,7 +92,7 @@ class Policies:
 
     @classmethod
     def from_env(cls, settings: Settings, environ: Mapping[str, str]) -> Policies:
-        """Clients for what the routes use (boto3's, configured by the environment)."""
+        """Clients for what the routes use (botocore's, configured by the environment)."""
         routes = settings.routes.routes
         guarded = any(route.guardrail is not None for route in routes)
         return cls(GuardrailClient.from_env() if guarded else None, ResponseCache.from_env(environ))

@@ -23,7 +23,7 @@ Items:
 ``reserve`` is one ``TransactWriteItems``: put the marker if absent, add the amount to both
 counters, each conditional on staying within its limit. ``settle`` is one more: flip the marker
 from reserved to settled and add ``used - reserved`` to the stored counters. The marker makes
-both idempotent by request id, so boto3's retries (and callers' retries) never double count.
+both idempotent by request id, so botocore's retries (and callers' retries) never double count.
 ``Reservation.remaining`` is read back with one consistent GetItem per limited window. IAM
 needs ``dynamodb:PutItem``, ``UpdateItem`` (inside the transactions) and ``GetItem``.
 No ``ClientRequestToken``: the marker already does its job (for longer than its 10 minutes),
@@ -52,10 +52,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from llm_gateway import aws_clients
 from llm_gateway.contract import QUOTA_PARTITION_KEY, QUOTA_TABLE_ENV, QUOTA_TTL_ATTRIBUTE, Tier
 from llm_gateway.quota_model import (
     QuotaExceeded,
@@ -98,7 +98,7 @@ class QuotaStore:
     def from_env(cls, environ: Mapping[str, str]) -> QuotaStore | None:
         """The store named by ``LLM_GATEWAY_QUOTA_TABLE``, or None when it is unset.
 
-        The client is boto3's, configured by the process environment as usual (region,
+        The client is botocore's, configured by the process environment as usual (region,
         credentials, ``AWS_ENDPOINT_URL_DYNAMODB`` for local runs). Short timeouts and a small
         standard retry budget: every write is idempotent by request id.
         """
@@ -111,7 +111,7 @@ class QuotaStore:
             retries={"mode": "standard", "total_max_attempts": 3},
             max_pool_connections=32,
         )
-        return cls(boto3.client("dynamodb", config=config), table)
+        return cls(aws_clients.client("dynamodb", config=config), table)
 
     # -- reserve ------------------------------------------------------------------------------
 

@@ -40,10 +40,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from llm_gateway import aws_clients
 from llm_gateway.adapters import Delta, Usage
 from llm_gateway.chunks import merge_tool_calls
 from llm_gateway.contract import (
@@ -230,7 +230,7 @@ class ResponseCache:
     def from_env(cls, environ: Mapping[str, str]) -> ResponseCache | None:
         """The cache named by ``LLM_GATEWAY_CACHE_TABLE``, or None when it is unset.
 
-        boto3's client from the process environment (``AWS_ENDPOINT_URL_DYNAMODB`` locally).
+        botocore's client from the process environment (``AWS_ENDPOINT_URL_DYNAMODB`` locally).
         A cache that answers slowly is worse than none: 0.5 s to connect, 1 s to read, one
         retry (botocore's standard mode, DynamoDB backoff of up to 25 ms).
         """
@@ -243,7 +243,7 @@ class ResponseCache:
             retries={"mode": "standard", "total_max_attempts": 2},
             max_pool_connections=32,
         )
-        return cls(boto3.client("dynamodb", config=config), table)
+        return cls(aws_clients.client("dynamodb", config=config), table)
 
     def get(self, key: str, now: float | None = None) -> CachedAnswer | None:
         """The live answer stored under ``key`` (blocking); raises

@@ -282,7 +282,7 @@ async def sse_events(
     include_usage: bool,
     on_end: OnEnd | None = None,
     on_first_byte: Callable[[], None] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The client's SSE body: chunks as they arrive, usage if asked, then ``[DONE]``.
 
     The outcome is reported before the last event is sent, so that a client that has read the
@@ -313,8 +313,9 @@ async def sse_events(
             return
         await end(outcome)
         if include_usage and outcome.usage is not None:
-            yield writer.usage(outcome.usage)
-        yield DONE
+            yield writer.usage(outcome.usage) + DONE
+        else:
+            yield DONE
     except UpstreamError as failure:
         logger.warning("backend %s failed mid-stream: %s", stream.backend.name, failure)
         outcome.error = failure.to_gateway_error()

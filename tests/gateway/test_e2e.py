@@ -316,19 +316,18 @@ def test_client_disconnect_stops_the_upstream_read(servers_clean: Servers) -> No
         "ep-deepseek", Scenario(content=CONTENT, barrier="disconnect", barrier_timeout_s=10)
     )
     body = {"model": "deepseek", "messages": HI, "stream": True}
+    barriers = servers_clean.emulator.barriers
+    barriers.rearm("disconnect")
     try:
         with httpx.stream("POST", f"{servers_clean.gateway}/v1/chat/completions", json=body) as r:
             next(r.iter_bytes())
+            assert barriers.wait_for_waiters("disconnect", 1, 5)  # the model is silent now
         deadline = time.monotonic() + 2
-        while _upstream_readers() and time.monotonic() < deadline:
+        while barriers.waiting("disconnect") and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _upstream_readers() == 0
+        assert barriers.waiting("disconnect") == 0  # the emulator saw the gateway hang up
     finally:
-        servers_clean.emulator.barriers.release("disconnect")
-
-
-def _upstream_readers() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == "upstream")
+        barriers.release("disconnect")
 
 
 def test_concurrent_streams_are_independent(servers_clean: Servers) -> None:
