@@ -197,7 +197,7 @@ def test_shipped_gateway_config_is_the_defaults() -> None:
     config = GatewayConfig()
     assert config.web_adapter.layer_version == 26
     assert config.web_adapter.architecture == "arm64"
-    assert config.function.memory_mb == 1024
+    assert config.function.memory_mb == 256
     assert config.function.reserved_concurrency is None
     assert config.limits.max_request_bytes == 1_048_576
     assert config.api.account_cloudwatch_role is False  # account-wide: opt-in

@@ -655,7 +655,7 @@ def test_function_runs_run_sh_under_the_web_adapter(gateway_template: Template) 
             "Handler": "run.sh",
             "Architectures": ["arm64"],
             "Layers": ["arn:aws:lambda:us-east-1:753240598075:layer:LambdaAdapterLayerArm64:26"],
-            "MemorySize": 1024,
+            "MemorySize": 256,
             "Timeout": 900,
             "TracingConfig": {"Mode": "Active"},
             "LoggingConfig": {"LogGroup": {"Ref": log_group}},

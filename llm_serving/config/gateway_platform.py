@@ -98,7 +98,16 @@ class FunctionSettings(_Strict):
     """The proxy function's size and logs."""
 
     memory_mb: int = Field(
-        1024, ge=128, le=10240, description="Lambda memory (CPU scales with it), 128–10240 MB."
+        256,
+        ge=128,
+        le=10240,
+        description=(
+            "Lambda memory (CPU scales with it: 1769 MB = one vCPU), 128–10240 MB. Each stream "
+            "holds one execution environment and is billed for its whole duration, so this is "
+            "the gateway's cost per stream-hour. 256 MB: room for the process (about 70 MiB "
+            "measured) and 1/7 of a vCPU, which the relay needs only a few per cent of "
+            "(docs/benchmarks.md#cost-model)."
+        ),
     )
     reserved_concurrency: int | None = Field(
         None,
