@@ -70,6 +70,18 @@ def _error_response(error: GatewayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
+def _counted(
+    reservation: Reservation | None, counting: asyncio.Future[Reservation | None]
+) -> Reservation | None:
+    """The reservation with what is left of the quota if the read-back is done by the time the
+    model has produced its first token, else as it is: the first byte does not wait for it
+    (the headers then give the limit and reset but not ``x-ratelimit-remaining-tokens``)."""
+    if counting.done() and not counting.cancelled() and counting.exception() is None:
+        return counting.result()
+    counting.cancel()
+    return reservation
+
+
 async def _abandon(opening: asyncio.Task[OpenStream]) -> None:
     """Stop opening a backend stream: cancel the attempt, or close the stream it has opened."""
     opening.cancel()
@@ -141,7 +153,9 @@ class Gateway:
             failed=failed,
         )
 
-    async def _reserve(self, caller: Caller | None, amount: int) -> Reservation | None:
+    async def _reserve(
+        self, caller: Caller | None, amount: int, *, read_back: bool = True
+    ) -> Reservation | None:
         """Hold ``amount`` tokens for the caller, or raise the error the client sees."""
         if caller is None or self.quota is None:
             return None
@@ -152,6 +166,7 @@ class Gateway:
                 consumer=caller.consumer.name,
                 tier=caller.tier,
                 amount=amount,
+                read_back=read_back,
             )
         except QuotaExceeded as exc:
             raise admission.quota_error(exc) from None
@@ -161,6 +176,14 @@ class Gateway:
         except Exception:  # e.g. a request id another consumer has reserved (a ValueError)
             logger.exception("reserving tokens for %s failed", caller.request_id)
             raise internal_error() from None
+
+    def _read_back(self, reservation: Reservation | None) -> asyncio.Future[Reservation | None]:
+        """``quota.read_back`` of ``reservation`` on a worker thread, as a future."""
+        if reservation is None or self.quota is None:
+            future: asyncio.Future[Reservation | None] = asyncio.Future()
+            future.set_result(reservation)
+            return future
+        return asyncio.ensure_future(asyncio.to_thread(self.quota.read_back, reservation))
 
     async def _settle(self, reservation: Reservation | None, used: int) -> None:
         """Charge ``used`` tokens instead of the reservation, whatever the outcome. A store
@@ -230,16 +253,20 @@ class Gateway:
         prompt = admission.prompt_estimate(chat, route)
         try:
             reserved = admission.reserved_output(allowance, prompt, route)
-            reservation = await self._reserve(caller, prompt + reserved)
+            reservation = await self._reserve(caller, prompt + reserved, read_back=False)
         except BaseException:
             await _abandon(opening)
             raise
+        # What is left of the quota is read while the model starts: only the headers need it.
+        counting = self._read_back(reservation)
         try:
             stream = await opening
         except GatewayError:
+            counting.cancel()
             telemetry.attempts = telemetry.fallbacks = len(failed)
             await self._settle(reservation, 0)  # nothing reached the client: release it all
             raise
+        reservation = _counted(reservation, counting)
         telemetry.backend = stream.backend.name
         telemetry.attempts = stream.attempts
         telemetry.fallbacks = len(failed)
@@ -280,7 +307,7 @@ class Gateway:
         finish = self._finisher(reservation, prompt, telemetry, also)
         headers = {"x-llm-backend": stream.backend.name}
         if reservation is not None:
-            headers |= admission.ratelimit_headers(reservation.limiting, reservation.remaining)
+            headers |= admission.ratelimit_headers(reservation.headline, reservation.remaining)
         if lookup is not None:
             headers |= lookup.headers
         if chat.stream:

@@ -24,7 +24,8 @@ Items:
 counters, each conditional on staying within its limit. ``settle`` is one more: flip the marker
 from reserved to settled and add ``used - reserved`` to the stored counters. The marker makes
 both idempotent by request id, so botocore's retries (and callers' retries) never double count.
-``Reservation.remaining`` is read back with one consistent GetItem per limited window. IAM
+``Reservation.remaining`` is read back with one consistent GetItem per limited window
+(``read_back``: the gateway overlaps it with the model's first token). IAM
 needs ``dynamodb:PutItem``, ``UpdateItem`` (inside the transactions) and ``GetItem``.
 No ``ClientRequestToken``: the marker already does its job (for longer than its 10 minutes),
 and a token reused with other parameters fails with ``IdempotentParameterMismatch``.
@@ -42,6 +43,7 @@ the reservation charged in full; log it, do not fail the response.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -123,6 +125,7 @@ class QuotaStore:
         tier: Tier,
         amount: int,
         now: datetime | None = None,
+        read_back: bool = True,
     ) -> Reservation:
         """Hold ``amount`` tokens in the consumer's day and month windows, or raise.
 
@@ -130,6 +133,7 @@ class QuotaStore:
         limit) or :class:`QuotaUnavailable`. Reserving again with a request id already reserved
         counts nothing and returns the reservation as first recorded (its amount and windows,
         even if settled since); a request id recorded for another consumer is a ValueError.
+        ``read_back=False`` leaves ``remaining`` unread (see :meth:`read_back`).
         """
         if amount < 0:
             raise ValueError(f"amount must be >= 0, got {amount}")
@@ -144,13 +148,15 @@ class QuotaStore:
         ]
         reasons = self._transact(items)
         if reasons is None:
-            return self._reservation(request_id, consumer, amount, windows)
-        if reasons[0].code == _CONDITION_FAILED:
-            return self._existing(request_id, consumer, tier, reasons[0].item)
-        for window, reason in zip(windows, reasons[1:], strict=True):
-            if reason.code == _CONDITION_FAILED:
-                raise _exceeded(window, amount, at, used=_tokens(reason.item))
-        raise QuotaUnavailable(f"reserve cancelled: {[r.code for r in reasons]}")
+            reservation = Reservation(request_id, consumer, amount, windows, None)
+        elif reasons[0].code == _CONDITION_FAILED:
+            reservation = self._existing(request_id, consumer, tier, reasons[0].item)
+        else:
+            for window, reason in zip(windows, reasons[1:], strict=True):
+                if reason.code == _CONDITION_FAILED:
+                    raise _exceeded(window, amount, at, used=_tokens(reason.item))
+            raise QuotaUnavailable(f"reserve cancelled: {[r.code for r in reasons]}")
+        return self.read_back(reservation) if read_back else reservation
 
     def _marker_put(
         self,
@@ -208,27 +214,25 @@ class QuotaStore:
             raise ValueError(f"request id {request_id!r} is already reserved by another consumer")
         windows = tuple(window_from_key(entry["S"], tier) for entry in marker["counters"]["L"])
         amount = int(marker["reserved"]["N"])
-        return self._reservation(request_id, consumer, amount, windows)
+        return Reservation(request_id, consumer, amount, windows, None)
 
-    def _reservation(
-        self, request_id: str, consumer: str, amount: int, windows: tuple[Window, ...]
-    ) -> Reservation:
-        remaining, limiting = self._remaining(windows)
-        return Reservation(request_id, consumer, amount, windows, remaining, limiting)
-
-    def _remaining(self, windows: tuple[Window, ...]) -> tuple[int | None, Window | None]:
-        """Tokens left in the limited window with the least left, and that window."""
-        limited = [window for window in windows if window.limit is not None]
+    def read_back(self, reservation: Reservation) -> Reservation:
+        """``reservation`` with ``remaining`` and ``limiting`` read back: the tokens left in the
+        limited window with the least left, and that window (one consistent GetItem per
+        limited window). A failed read leaves them as they were (logged)."""
+        limited = [window for window in reservation.windows if window.limit is not None]
         if not limited:
-            return None, None
+            return reservation
         try:
             tokens = self._read([window.key for window in limited])
         except QuotaUnavailable:
             logger.warning("reading quota counters back failed", exc_info=True)
-            return None, None
+            return reservation
         left = {window.key: (window.limit or 0) - tokens[window.key] for window in limited}
         tightest = min(limited, key=lambda window: left[window.key])
-        return max(0, left[tightest.key]), tightest
+        return dataclasses.replace(
+            reservation, remaining=max(0, left[tightest.key]), limiting=tightest
+        )
 
     # -- settle -------------------------------------------------------------------------------
 

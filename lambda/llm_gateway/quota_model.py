@@ -30,9 +30,9 @@ class Reservation:
     """Tokens held for a request until it is settled.
 
     ``remaining``: tokens left in the tightest limited window right after this reservation
-    (the least left over all limited windows, read back after the write), and ``limiting``
-    that window; both None when no window is limited, or when that read failed (the
-    reservation stands either way).
+    (the least left over all limited windows, read back after the write: None until then,
+    when that read failed, or when no window is limited; the reservation stands either way),
+    and ``limiting`` that window.
     """
 
     request_id: str
@@ -41,6 +41,14 @@ class Reservation:
     windows: tuple[Window, ...]
     remaining: int | None
     limiting: Window | None = None
+
+    @property
+    def headline(self) -> Window | None:
+        """The window the response headers describe: ``limiting`` once read back, else the
+        first limited one (day before month), whose limit and reset are known without a read."""
+        if self.limiting is not None:
+            return self.limiting
+        return next((window for window in self.windows if window.limit is not None), None)
 
 
 class QuotaExceeded(Exception):  # noqa: N818 (the API's name)

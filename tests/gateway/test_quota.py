@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import threading
@@ -17,9 +18,16 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from llm_gateway.app import _counted
 from llm_gateway.contract import QUOTA_TABLE_ENV, Tier
 from llm_gateway.quota import QuotaStore, _cancellation_reasons
-from llm_gateway.quota_model import GRACE, QuotaExceeded, QuotaUnavailable, Reservation
+from llm_gateway.quota_model import (
+    GRACE,
+    QuotaExceeded,
+    QuotaUnavailable,
+    Reservation,
+    Window,
+)
 from local.dynamodb import create_quota_table, dynamodb_server
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -186,6 +194,48 @@ def test_remaining_is_the_tightest_window(store: QuotaStore) -> None:
     assert r.remaining == 200  # the month has 200 left, the day 900
     assert r.limiting is not None
     assert (r.limiting.kind, r.limiting.limit) == ("month", 1200)  # what the headers describe
+
+
+def test_a_reservation_unread_says_the_first_limited_window_until_read_back(
+    store: QuotaStore,
+) -> None:
+    """What the gateway does: reserve without the read-back, read it back while the model
+    starts. Until then the headers can give the day's limit and reset, not what is left."""
+    tight = tier(day=1000, month=1200)
+    store.reserve(request_id="c", consumer="zed", tier=tight, amount=900, now=NOW)
+    tomorrow = NOW + timedelta(days=1)
+    unread = store.reserve(
+        request_id="d", consumer="zed", tier=tight, amount=100, now=tomorrow, read_back=False
+    )
+    assert (unread.remaining, unread.limiting) == (None, None)
+    assert unread.headline is not None
+    assert unread.headline.kind == "day"
+    read = store.read_back(unread)
+    assert read.remaining == 200
+    assert read.headline is read.limiting
+    assert read.limiting is not None
+    assert read.limiting.kind == "month"
+    assert store.usage("zed", now=tomorrow) == {"day": 100, "month": 1000}  # counted once
+
+
+def test_the_first_byte_does_not_wait_for_the_read_back() -> None:
+    """app._counted: a finished read-back is used, an unfinished one is dropped (cancelled)."""
+    windows = (Window("day", "usage#a#day#2026-11-22", 10, DAY_END),)
+    unread = Reservation("r", "a", 5, windows, None)
+    read = Reservation("r", "a", 5, windows, 5, windows[0])
+
+    async def run() -> None:
+        done: asyncio.Future[Reservation | None] = asyncio.Future()
+        done.set_result(read)
+        assert _counted(unread, done) is read
+        pending: asyncio.Future[Reservation | None] = asyncio.Future()
+        assert _counted(unread, pending) is unread
+        assert pending.cancelled()
+        failed: asyncio.Future[Reservation | None] = asyncio.Future()
+        failed.set_exception(QuotaUnavailable("down"))
+        assert _counted(unread, failed) is unread
+
+    asyncio.run(run())
 
 
 @pytest.mark.parametrize(

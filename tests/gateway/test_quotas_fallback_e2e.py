@@ -204,7 +204,11 @@ def test_consumers_see_and_use_only_their_routes(stack: Stack) -> None:
 
 
 def test_usage_is_settled_to_what_the_backend_reported(stack: Stack) -> None:
-    stack.emulator.set_scenario("ep-primary", Scenario(content=CONTENT, prompt_tokens=21))
+    # The model's first token comes after the quota read-back (as on GPUs, where it takes tens
+    # to hundreds of milliseconds), so the headers say what is left.
+    stack.emulator.set_scenario(
+        "ep-primary", Scenario(content=CONTENT, prompt_tokens=21, first_token_delay_ms=200)
+    )
     body = stack.chat("key-alice", stream=True, stream_options={"include_usage": True})
     usage_events = [json.loads(e[6:]) for e in body.text.split("\n\n") if '"usage"' in e]
     usage = usage_events[-1]["usage"]
