@@ -3,8 +3,8 @@ credentials, ``AWS_ENDPOINT_URL_<SERVICE>``), resolved once and shared by every 
 
 botocore rather than boto3: ``boto3.client`` creates the same botocore client (boto3/session.py,
 ``Session.client`` calls ``botocore.session.Session.create_client``), but importing boto3 also
-imports s3transfer, ≈ 85 ms of the function's cold start for nothing the gateway uses
-(``python -X importtime``; docs/benchmarks.md).
+imports s3transfer and multiprocessing, 15–35 ms of the function's start-up for nothing the
+gateway uses (``python -X importtime``, those modules' own time).
 """
 
 from __future__ import annotations
