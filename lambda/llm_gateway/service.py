@@ -176,9 +176,9 @@ async def open_stream(
     (the model's 4xx) does not. Raises :class:`GatewayError` when no attempt succeeds.
     The names of failed backends are appended to ``failed``; ``on_no_capacity`` is told of
     each inference component found without copies (a fallback like any other fault; when it
-    was the last attempt, the 503 carries the backend's ``Retry-After``). Backends whose format cannot
-    serve the request are skipped, never invoked; when no backend can, the request is refused
-    with a 400 naming the parameter (:func:`_capable`).
+    was the last attempt, the 503 carries the backend's ``Retry-After``). Backends whose
+    format cannot serve the request are skipped, never invoked; when no backend can, the
+    request is refused with a 400 naming the parameter (:func:`_capable`).
     """
     failed = [] if failed is None else failed
     last: GatewayError = _model_failed()
