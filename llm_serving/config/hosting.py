@@ -7,8 +7,9 @@ Sources (checked 2026-11):
   ``LEAST_OUTSTANDING_REQUESTS | RANDOM | PREFIX_AWARE | KV_AWARE``; ``PrefixAwareRoutingConfig``
   ``PrefixLength`` 1024–65536 and ``ConcurrencyThreshold`` 1–1024, both "Required when
   RoutingStrategy is PREFIX_AWARE"; ``ProductionVariantManagedInstanceScaling``
-  ``MinInstanceCount`` ≥ 0, ``MaxInstanceCount`` ≥ 1; ``InferenceComponentComputeResourceRequirements``
-  ``MinMemoryRequiredInMb`` ≥ 128 (required), ``NumberOfAcceleratorDevicesRequired`` ≥ 1.
+  ``MinInstanceCount`` ≥ 0, ``MaxInstanceCount`` ≥ 1;
+  ``InferenceComponentComputeResourceRequirements`` ``MinMemoryRequiredInMb`` ≥ 128
+  (required), ``NumberOfAcceleratorDevicesRequired`` ≥ 1.
 * ``InferenceComponentCopyCount`` is ≥ 0 in the model, but creating a component with
   ``CopyCount: 0`` is refused ("Inference components copy count an integer larger than 0",
   field report stdapi-ai/stdapi.ai#43, 2026-08-27): copies reach 0 only by scaling in, so
@@ -226,12 +227,12 @@ class ComponentHosting(_Strict):
 
     @model_validator(mode="after")
     def _idle_needs_zero(self) -> ComponentHosting:
-        if self.copies.min > 0 and "idle_minutes_to_zero" in self.model_fields_set:
-            if self.idle_minutes_to_zero is not None:
-                raise ValueError(
-                    "idle_minutes_to_zero scales copies to 0 but copies.min is "
-                    f"{self.copies.min}; set copies.min: 0 or remove idle_minutes_to_zero"
-                )
+        given = "idle_minutes_to_zero" in self.model_fields_set
+        if self.copies.min > 0 and given and self.idle_minutes_to_zero is not None:
+            raise ValueError(
+                "idle_minutes_to_zero scales copies to 0 but copies.min is "
+                f"{self.copies.min}; set copies.min: 0 or remove idle_minutes_to_zero"
+            )
         return self
 
     @property
