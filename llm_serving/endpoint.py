@@ -16,17 +16,14 @@ from constructs import Construct
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
 from llm_serving.config.gpus import InstanceGpus
-from llm_serving.config.schema import (
-    HubWeights,
-    ModelConfig,
-)
+from llm_serving.config.schema import EndpointHosting, HubWeights, ModelConfig
 from llm_serving.endpoint_logs import endpoint_log_group
 from llm_serving.endpoint_metrics import VARIANT_NAME, EndpointMetrics
 from llm_serving.endpoint_network import (
     EndpointNetwork,
     endpoint_network,
 )
-from llm_serving.endpoint_rollout import autoscaling, deployment_config
+from llm_serving.endpoint_rollout import autoscaling, deployment_config, routing_config
 from llm_serving.model_parts import ModelParts
 from llm_serving.stage import Stage, StagePolicy
 
@@ -114,6 +111,11 @@ class LlmEndpoint(EndpointMetrics, ModelParts):
             does not reference this stack's resources from another one. Default: a new role.
         """
         super().__init__(scope, construct_id)
+        if not isinstance(config.hosting, EndpointHosting):
+            raise ValueError(
+                f"{config.name}: hosting.mode is {config.hosting.mode}: build it with "
+                "LlmInferenceComponent on a SharedLlmEndpoint, not LlmEndpoint"
+            )
         self.config = config
         try:
             self.plan = plan_deployment(config)
@@ -177,6 +179,12 @@ class LlmEndpoint(EndpointMetrics, ModelParts):
             )
 
     @property
+    def hosting(self) -> EndpointHosting:
+        hosting = self.config.hosting
+        assert isinstance(hosting, EndpointHosting)
+        return hosting
+
+    @property
     def connections(self) -> ec2.Connections:
         """The model's network interfaces' security groups, to allow more traffic (e.g.
         ``endpoint.connections.allow_to(database, ec2.Port.tcp(5432))``). VPC only."""
@@ -215,6 +223,7 @@ class LlmEndpoint(EndpointMetrics, ModelParts):
             container_startup_health_check_timeout_in_seconds=(
                 instance.container_startup_health_check_timeout_s
             ),
+            routing_config=routing_config(self.hosting.routing),
         )
         metrics = self.config.metrics
         endpoint_config = sagemaker.CfnEndpointConfig(

@@ -62,7 +62,8 @@ def test_one_endpoint_where_a_list_is_expected() -> None:
 @pytest.mark.parametrize("route", ["llama", 3, ["llama"]])
 def test_a_route_of_the_wrong_type_says_what_to_pass(route: Any) -> None:
     stack, _ = _stack()
-    with pytest.raises(ValueError, match="expected an LlmEndpoint or ExistingEndpoint, a list of"):
+    expected = "expected an LlmEndpoint, LlmInferenceComponent or ExistingEndpoint, a list"
+    with pytest.raises(ValueError, match=expected):
         StreamingGateway(
             stack, "Gateway", routes={"chat": route}, config=GatewayConfig(), stage=Stage.DEV
         )
