@@ -208,7 +208,8 @@ class LlmInferenceComponent(ModelParts):
             alarm_description=(
                 f"{self.config.name}: a request found no copy; adds one (scale out from zero)"
             ),
-            metric=self.metric_no_capacity(),
+            # No label: a plain MetricName/Namespace/Dimensions alarm, as in the AWS procedure.
+            metric=self._metric(SAGEMAKER_NAMESPACE, NO_CAPACITY_METRIC, "Sum"),
             threshold=1,
             evaluation_periods=1,
             datapoints_to_alarm=1,
