@@ -138,7 +138,7 @@ class Copies(_Strict):
     max: int = Field(1, ge=1, description="Most copies.")
     initial: int = Field(
         1,
-        ge=1,
+        ge=0,
         description=(
             "Copies at creation. SageMaker refuses CopyCount 0 at creation, so at least 1: a "
             "deploy starts (and bills) a copy until the idle time has passed."
@@ -147,6 +147,13 @@ class Copies(_Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> Copies:
+        if self.initial < 1:
+            raise ValueError(
+                "copies.initial is 0, but SageMaker refuses an inference component created "
+                "with CopyCount 0 (\"Inference components copy count an integer larger than "
+                "0\", field report stdapi-ai/stdapi.ai#43); fix: set copies.initial: 1 and "
+                "copies.min: 0, so the copy is scaled in to zero once idle"
+            )
         if self.max < self.min or not self.min <= self.initial <= self.max:
             raise ValueError(
                 f"copies need min ({self.min}) ≤ initial ({self.initial}) ≤ max ({self.max}); "
