@@ -150,8 +150,8 @@ class Copies(_Strict):
         if self.initial < 1:
             raise ValueError(
                 "copies.initial is 0, but SageMaker refuses an inference component created "
-                "with CopyCount 0 (\"Inference components copy count an integer larger than "
-                "0\", field report stdapi-ai/stdapi.ai#43); fix: set copies.initial: 1 and "
+                'with CopyCount 0 ("Inference components copy count an integer larger than '
+                '0", field report stdapi-ai/stdapi.ai#43); fix: set copies.initial: 1 and '
                 "copies.min: 0, so the copy is scaled in to zero once idle"
             )
         if self.max < self.min or not self.min <= self.initial <= self.max:
