@@ -22,6 +22,7 @@ from local.emulator import create_emulator
 from local.scenarios import Scenario
 from local.serving import serve_in_thread
 from tests.gateway.conftest import emf_records, request_lines
+from tests.gateway.test_upstream_async import aws_env  # noqa: F401  (a fixture)
 
 
 def _component(name: str, retry_after: int = 120) -> dict[str, Any]:
@@ -174,3 +175,44 @@ def test_an_endpoint_backend_serializes_as_before() -> None:
     with pytest.raises(ValueError, match="retry_after_s applies only"):
         Backend(name="a", endpoint_name="ep", format="openai", max_tokens_default=8,
                 retry_after_s=5)  # fmt: skip
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_the_event_loop_path_signs_the_component_as_botocore_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our request head for a component backend against a botocore client's call of the same
+    operation with InferenceComponentName, both signed at the same instant."""
+    from unittest import mock
+
+    import botocore.session
+
+    from tests.gateway.test_upstream_async import BODY, FIXED, _runtime, _settings
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    backend = Backend.model_validate(_component("cold"))
+    runtime = _runtime(SageMakerInvoker.from_settings(_settings()))
+    captured: dict[str, Any] = {}
+
+    class Sent(Exception):  # noqa: N818
+        pass
+
+    def before_send(request: Any, **_: Any) -> None:
+        captured.update(url=request.url, headers=dict(request.headers.items()))
+        raise Sent
+
+    client = botocore.session.get_session().create_client("sagemaker-runtime")
+    client.meta.events.register("before-send.sagemaker-runtime.*", before_send)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=FIXED):
+        with pytest.raises(Sent):
+            client.invoke_endpoint_with_response_stream(
+                EndpointName="ep-shared", Body=BODY, ContentType="application/json",
+                Accept="*/*", InferenceComponentName="ic-cold",
+            )  # fmt: skip
+        url, head = asyncio.run(runtime.request(backend, BODY))
+    assert url == captured["url"]
+    lines = head.decode().split("\r\n")
+    ours = dict(line.split(": ", 1) for line in lines[1:] if line)
+    for name in ("Authorization", "X-Amz-Date", "X-Amzn-SageMaker-Inference-Component"):
+        value = captured["headers"][name]
+        assert ours[name] == (value.decode() if isinstance(value, bytes) else value), name
