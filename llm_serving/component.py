@@ -53,9 +53,10 @@ class LlmInferenceComponent(ModelParts):
       ``GreaterThanThreshold`` 1 would need two failed requests in a minute; one wakes it here).
       Target tracking alone cannot leave zero (nothing to divide by);
     * with ``copies.min`` 0 and ``idle_minutes_to_zero``, scale-in to zero: a step policy
-      (``ExactCapacity`` 0) run by an alarm on ``FILL(Invocations, 0)`` summing to 0 for that
-      many minutes (Invocations has no datapoints when idle, hence FILL). Unverified on AWS:
-      Application Auto Scaling acting on a metric-math alarm.
+      (``ExactCapacity`` 0) run by an alarm on ``FILL(Invocations, 0) + FILL(
+      NoCapacityInvocationFailures, 0)`` staying below 1 for that many minutes (no datapoints
+      when idle, hence FILL). Unverified on AWS: Application Auto Scaling acting on a
+      metric-math alarm.
 
     Exposes ``config``, ``endpoint`` (the shared one), ``inference_component_name``,
     ``inference_component_arn``, ``endpoint_name``, ``role``, ``model``, ``component``,
@@ -229,11 +230,17 @@ class LlmInferenceComponent(ModelParts):
                 f"{self.config.name}: no invocations for {hosting.idle_minutes_to_zero} "
                 "minutes; sets the copies to 0"
             ),
+            # Requests that found no copy count as activity too: otherwise, while a copy is
+            # starting after a scale-out from zero (minutes, with no served invocation yet),
+            # this alarm would still be breaching and set the copies back to 0.
             metric=cloudwatch.MathExpression(
-                expression="FILL(invocations, 0)",
-                using_metrics={"invocations": self.metric_invocations()},
+                expression="FILL(invocations, 0) + FILL(no_capacity, 0)",
+                using_metrics={
+                    "invocations": self.metric_invocations(),
+                    "no_capacity": self.metric_no_capacity(),
+                },
                 period=Duration.minutes(1),
-                label="Invocations (0 when idle)",
+                label="Requests (0 when idle)",
             ),
             threshold=1,
             evaluation_periods=hosting.idle_minutes_to_zero,

@@ -187,9 +187,13 @@ def test_idle_components_are_set_to_zero_copies_after_the_configured_minutes(
         assert alarm["ComparisonOperator"] == "LessThanThreshold"
         assert alarm["Threshold"] == 1
         assert alarm["TreatMissingData"] == "breaching"
-        (expression, invocations) = alarm["Metrics"]
-        assert expression["Expression"] == "FILL(invocations, 0)"
-        assert invocations["MetricStat"]["Metric"]["MetricName"] == "Invocations"
+        (expression, *used) = alarm["Metrics"]
+        # A request that found no copy is activity: the copy it woke must not be reset to 0.
+        assert expression["Expression"] == "FILL(invocations, 0) + FILL(no_capacity, 0)"
+        assert {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in used} == {
+            "invocations": "Invocations",
+            "no_capacity": "NoCapacityInvocationFailures",
+        }
         periods.append(alarm["EvaluationPeriods"])
     assert sorted(periods) == [10, 15]  # idle_minutes_to_zero of the two configs
 
