@@ -263,3 +263,40 @@ def test_the_synthesized_example_has_no_model_on_the_endpoint(tmp_path: Path) ->
     artifacts = ModelArtifacts(stack, "Artifacts", stage=Stage.DEV)
     with pytest.raises(ValueError, match="build it with LlmInferenceComponent"):
         LlmEndpoint(stack, "E", config=config, artifacts=artifacts, stage=Stage.DEV)
+
+
+def _constructs(region: str, **owner_changes: Any) -> Template:
+    """The two constructs used directly, as another app would (no stacks.build)."""
+    import yaml
+    from aws_cdk import Stack
+
+    from llm_serving import LlmInferenceComponent, ModelArtifacts, SharedLlmEndpoint, Stage
+    from llm_serving.config import parse_model_config, shared_endpoint_plans
+    from tests.conftest import make_app
+
+    owner = yaml.safe_load((EXAMPLE / "qwen2-5-1-5b-instruct.yaml").read_text())
+    owner["hosting"].update(owner_changes)
+    config = parse_model_config(owner, Path("owner.yaml"))
+    (plan,) = shared_endpoint_plans([(Path("owner.yaml"), config)]).values()
+    stack = Stack(make_app(), "Direct", env={"region": region})
+    artifacts = ModelArtifacts(stack, "Artifacts", stage=Stage.DEV)
+    endpoint = SharedLlmEndpoint(stack, "Shared", plan=plan, artifacts=artifacts, images=[])
+    LlmInferenceComponent(
+        stack, "Model", config=config, endpoint=endpoint, artifacts=artifacts, stage=Stage.DEV
+    )
+    return Template.from_stack(stack)
+
+
+def test_copies_that_never_reach_zero_get_no_zero_policies() -> None:
+    template = _constructs("us-east-1", copies={"min": 1, "max": 2, "initial": 1},
+                           idle_minutes_to_zero=None)  # fmt: skip
+    template.resource_count_is("AWS::ApplicationAutoScaling::ScalingPolicy", 1)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 0)
+    template.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalableTarget", {"MinCapacity": 1, "MaxCapacity": 2}
+    )
+
+
+def test_the_shared_endpoint_construct_refuses_a_region_that_refuses_zero() -> None:
+    with pytest.raises(ValueError, match=r"owner\.yaml: hosting\.endpoint\.min_instances: 0"):
+        _constructs("eu-west-3")
