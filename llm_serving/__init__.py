@@ -1,6 +1,8 @@
 """Constructs for self-hosted LLM serving on SageMaker GPU endpoints.
 
-Public API: :class:`ModelArtifacts`, :class:`LlmEndpoint`, :class:`ExistingEndpoint` (an
+Public API: :class:`ModelArtifacts`, :class:`LlmEndpoint`, :class:`SharedLlmEndpoint` and
+:class:`LlmInferenceComponent` (models as inference components that scale to zero on a shared
+endpoint), :class:`ExistingEndpoint` (an
 endpoint deployed elsewhere, as a gateway backend), :class:`LmiModelPackage`,
 :class:`StreamingGateway` (with :class:`GatewayRoute`/:class:`RouteBackend` for its routes,
 :func:`routes_from_config`, :class:`QuotaTable`, :class:`ContentGuardrail` (a Bedrock
@@ -15,6 +17,7 @@ Distributed as ``llm-serving-cdk``, together with the gateway's runtime package
 
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.bundling import BundlingError, GatewayLocalBundler, gateway_code
+from llm_serving.component import LlmInferenceComponent
 from llm_serving.dashboard import InferenceDashboard
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.existing_endpoint import ExistingEndpoint
@@ -24,6 +27,7 @@ from llm_serving.guardrail import ContentGuardrail
 from llm_serving.lmi_package import LmiModelPackage
 from llm_serving.quota_table import QuotaTable
 from llm_serving.response_cache_table import ResponseCacheTable
+from llm_serving.shared_endpoint import SharedLlmEndpoint
 from llm_serving.stage import Stage, StagePolicy
 from llm_serving.vpc_endpoints import VpcEndpoints, add_vpc_endpoints
 
@@ -38,11 +42,13 @@ __all__ = [
     "GatewayRoute",
     "InferenceDashboard",
     "LlmEndpoint",
+    "LlmInferenceComponent",
     "LmiModelPackage",
     "ModelArtifacts",
     "QuotaTable",
     "ResponseCacheTable",
     "RouteBackend",
+    "SharedLlmEndpoint",
     "Stage",
     "StagePolicy",
     "StreamingGateway",

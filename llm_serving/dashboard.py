@@ -29,6 +29,7 @@ from llm_gateway.contract import (
     ROUTE_ONLY_METRICS,
     Metric,
 )
+from llm_serving.component import LlmInferenceComponent
 from llm_serving.config.gateway import ObservabilityConfig
 from llm_serving.dashboard_widgets import build_dashboard
 from llm_serving.endpoint import LlmEndpoint
@@ -111,7 +112,7 @@ class InferenceDashboard(Construct):
         *,
         gateway: StreamingGateway,
         stage: Stage,
-        endpoints: Sequence[LlmEndpoint] | None = None,
+        endpoints: Sequence[LlmEndpoint | LlmInferenceComponent] | None = None,
         config: ObservabilityConfig | None = None,
     ) -> None:
         """
@@ -120,9 +121,9 @@ class InferenceDashboard(Construct):
         :param gateway: the ``StreamingGateway`` whose routes, API and function are charted.
             Required.
         :param stage: the alarm topic key's deletion window (7 days dev, 30 prod). Required.
-        :param endpoints: the ``LlmEndpoint`` s to chart (each model once; repeats are
-            charted once). Default: every ``LlmEndpoint`` the gateway routes to
-            (``ExistingEndpoint`` s are not charted).
+        :param endpoints: the ``LlmEndpoint`` s and ``LlmInferenceComponent`` s to chart
+            (each model once; repeats are charted once). Default: every one the gateway
+            routes to (``ExistingEndpoint`` s are not charted).
         :param config: thresholds, alarm e-mail and whether to build the dashboard
             (``ObservabilityConfig``). Default: the gateway's ``config.observability``.
         """
@@ -132,7 +133,16 @@ class InferenceDashboard(Construct):
         self.config = config if config is not None else gateway.config.observability
         self.namespace = gateway.metric_namespace
         self.service_name = gateway.service_name
-        self.endpoints = _unique(endpoints if endpoints is not None else gateway.llm_endpoints)
+        given = (
+            list(endpoints)
+            if endpoints is not None
+            else [*gateway.llm_endpoints, *gateway.llm_components]
+        )
+        self.endpoints = _unique([e for e in given if isinstance(e, LlmEndpoint)])
+        self.components: list[LlmInferenceComponent] = list(
+            {e.node.path: e for e in given if isinstance(e, LlmInferenceComponent)}.values()
+        )
+        """Inference components: copies, no-capacity failures and GPU use per component."""
         self._check_gpu_memory_threshold()
         stack = Stack.of(self)
         self._alarm_prefix = stack.stack_name

@@ -9,6 +9,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 
 from llm_gateway.contract import Metric
+from llm_serving.component import LlmInferenceComponent
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.gateway_routes import GatewayRoute
 
@@ -64,9 +65,52 @@ def build_dashboard(board: InferenceDashboard) -> cloudwatch.Dashboard:
     for endpoint in board.endpoints:
         for row in _endpoint_rows(board, endpoint):
             dashboard.add_widgets(*row)
+    for component in board.components:
+        for row in _component_rows(board, component):
+            dashboard.add_widgets(*row)
     for row in _front_door_rows(board):
         dashboard.add_widgets(*row)
     return dashboard
+
+
+def _component_rows(
+    board: InferenceDashboard, component: LlmInferenceComponent
+) -> list[list[cloudwatch.IWidget]]:
+    """Copies, requests that found none (SageMaker's count and the gateway's), GPU use of the
+    copies' reserved GPUs (already 0–100 %), concurrency per copy against the target."""
+    name = component.config.name
+    hosting = component.hosting
+    header = cloudwatch.TextWidget(
+        markdown=(
+            f"## Inference component `{name}`\n`{component.inference_component_name}` on shared "
+            f"endpoint `{component.endpoint.plan.name}` ({component.config.instance.type}), "
+            f"{hosting.accelerators_per_copy} GPU(s) per copy, {hosting.copies.min}–"
+            f"{hosting.copies.max} copies. Copies = copies reporting utilization (no data at 0)."
+        ),
+        width=_WIDTH,
+        height=2,
+    )
+    gateway_no_capacity = [
+        board.metric_route(Metric.NO_CAPACITY, alias, label=f"gateway: {alias}")
+        for alias, route in board.gateway.routes.items()
+        if any(b.endpoint is component for b in route.backends)
+    ]
+    copies = _graph("Copies", [component.metric_copies()])
+    no_capacity = _graph(
+        "Requests that found no copy",
+        [component.metric_no_capacity(), *gateway_no_capacity],
+    )
+    gpu = _graph(
+        "GPU of the copies (%)",
+        [component.metric_gpu_utilization(), component.metric_gpu_memory_utilization()],
+        left_y_axis=cloudwatch.YAxisProps(min=0, max=100),
+    )
+    concurrency = _graph(
+        "Concurrent requests per copy",
+        [component.metric_concurrent_requests_per_copy(), component.metric_invocations()],
+        annotation=(hosting.target_concurrent_requests_per_copy, "autoscaling target"),
+    )
+    return [[header], [copies, no_capacity, gpu], [concurrency]]
 
 
 def _route_rows(

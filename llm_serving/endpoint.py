@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jsii
-from aws_cdk import Duration, Names, SecretValue, Stack
+from aws_cdk import Duration, Names, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -13,41 +13,23 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from llm_serving._nag import skip_checkov
 from llm_serving.artifacts import ModelArtifacts
 from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
 from llm_serving.config.gpus import InstanceGpus
-from llm_serving.config.schema import (
-    HubWeights,
-    LmiContainer,
-    ModelConfig,
-    S3Weights,
-)
-from llm_serving.container_env import container_env
+from llm_serving.config.schema import EndpointHosting, HubWeights, ModelConfig
 from llm_serving.endpoint_logs import endpoint_log_group
 from llm_serving.endpoint_metrics import VARIANT_NAME, EndpointMetrics
 from llm_serving.endpoint_network import (
-    VPC_INTERFACE_REASON,
-    VPC_WILDCARD_REASON,
     EndpointNetwork,
     endpoint_network,
-    grant_vpc_access,
 )
-from llm_serving.endpoint_role import (
-    acknowledge_role_findings,
-    execution_role,
-    grant_serving,
-    role_policy,
-    weights_finding,
-)
-from llm_serving.endpoint_rollout import autoscaling, deployment_config
-from llm_serving.image_uri import image_uri
-from llm_serving.lmi_package import LmiModelPackage
+from llm_serving.endpoint_rollout import autoscaling, deployment_config, routing_config
+from llm_serving.model_parts import ModelParts
 from llm_serving.stage import Stage, StagePolicy
 
 
 @jsii.implements(ec2.IConnectable)
-class LlmEndpoint(EndpointMetrics, Construct):
+class LlmEndpoint(EndpointMetrics, ModelParts):
     """A SageMaker model, endpoint config and endpoint serving one LLM on GPUs.
 
     Builds a least-privilege execution role, the endpoint's log group, a 5xx-rate alarm that
@@ -129,6 +111,11 @@ class LlmEndpoint(EndpointMetrics, Construct):
             does not reference this stack's resources from another one. Default: a new role.
         """
         super().__init__(scope, construct_id)
+        if not isinstance(config.hosting, EndpointHosting):
+            raise ValueError(
+                f"{config.name}: hosting.mode is {config.hosting.mode}: build it with "
+                "LlmInferenceComponent on a SharedLlmEndpoint, not LlmEndpoint"
+            )
         self.config = config
         try:
             self.plan = plan_deployment(config)
@@ -192,6 +179,12 @@ class LlmEndpoint(EndpointMetrics, Construct):
             )
 
     @property
+    def hosting(self) -> EndpointHosting:
+        hosting = self.config.hosting
+        assert isinstance(hosting, EndpointHosting)
+        return hosting
+
+    @property
     def connections(self) -> ec2.Connections:
         """The model's network interfaces' security groups, to allow more traffic (e.g.
         ``endpoint.connections.allow_to(database, ec2.Port.tcp(5432))``). VPC only."""
@@ -200,103 +193,6 @@ class LlmEndpoint(EndpointMetrics, Construct):
                 f"{self.config.name}: only an endpoint in a VPC has security groups; pass vpc"
             )
         return ec2.Connections(security_groups=self.security_groups)
-
-    # --- IAM -------------------------------------------------------------------------------
-
-    def _execution_role(self, artifacts: ModelArtifacts, existing: iam.IRole | None) -> iam.IRole:
-        config = self.config
-        role = execution_role(self, existing=existing, model_name=config.name)
-        grant_serving(self, role, image=self.image, log_group=self.log_group)
-        findings: dict[str, str] = {}
-        if isinstance(config.weights, S3Weights):
-            prefix = config.weights.prefix
-            artifacts.grant_read_prefix(role, prefix)
-            finding, reason = weights_finding(
-                self, artifacts.bucket.arn_for_objects(f"{prefix}*"), prefix
-            )
-            findings[finding] = reason
-        if self.network is not None:
-            findings[grant_vpc_access(self, role, self.network)] = VPC_INTERFACE_REASON
-        acknowledge_role_findings(
-            self,
-            role,
-            log_group=self.log_group,
-            findings=findings,
-            vpc_wildcard_reason=VPC_WILDCARD_REASON if self.network is not None else "",
-        )
-        return role
-
-    # --- Model -----------------------------------------------------------------------------
-
-    def _model(self, artifacts: ModelArtifacts) -> sagemaker.CfnModel:
-        config = self.config
-        weights = config.weights
-        hf_token: str | None = None
-        if isinstance(weights, HubWeights) and weights.token_secret_name:
-            # The template holds only a {{resolve:secretsmanager:…}} dynamic reference;
-            # CloudFormation resolves it at deploy time. SageMaker then stores the resolved
-            # value in the model's environment, readable with sagemaker:DescribeModel — which
-            # is why the README recommends S3 weights for gated models in prod.
-            secret = SecretValue.secrets_manager(weights.token_secret_name)
-            hf_token = secret.unsafe_unwrap()
-        s3_uri = artifacts.s3_uri(weights.prefix) if isinstance(weights, S3Weights) else None
-        is_lmi = isinstance(config.container, LmiContainer)
-        container = sagemaker.CfnModel.ContainerDefinitionProperty(
-            image=image_uri(self, self.image),
-            environment=container_env(config, s3_weights_uri=s3_uri, hf_token=hf_token),
-            model_data_url=self._lmi_package_url() if is_lmi else None,
-            model_data_source=(
-                sagemaker.CfnModel.ModelDataSourceProperty(
-                    s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
-                        s3_uri=s3_uri, s3_data_type="S3Prefix", compression_type="None"
-                    )
-                )
-                if s3_uri is not None and not is_lmi
-                else None
-            ),
-        )
-        # The container needs the network only when it downloads weights itself (from the Hub,
-        # or LMI fetching its S3 model_id with the role's credentials); the config's
-        # instance.network_isolation can only turn that off (the schema refuses true otherwise).
-        automatic = isinstance(weights, S3Weights) and not is_lmi
-        explicit = config.instance.network_isolation
-        self.network_isolation = automatic if explicit is None else explicit
-        model = sagemaker.CfnModel(
-            self,
-            "Model",
-            execution_role_arn=self.role.role_arn,
-            primary_container=container,
-            enable_network_isolation=self.network_isolation,
-            vpc_config=self.network.vpc_config if self.network is not None else None,
-        )
-        if not self.network_isolation:
-            skip_checkov(
-                model,
-                "CKV_AWS_370",
-                "The container downloads its weights itself: from the Hugging Face Hub "
-                "(weights.source: hub) or, for LMI, its S3 model_id with the execution role. "
-                "Use S3 weights with vLLM or TGI for network isolation."
-                if not automatic
-                else "Turned off on purpose in the model config (instance.network_isolation: "
-                "false): the container needs the network for more than its weights.",
-            )
-        # SageMaker checks the role's permissions on CreateModel: wait for its policy too.
-        policy = role_policy(self.role)
-        if policy is not None:
-            model.node.add_dependency(policy)
-        return model
-
-    def _lmi_package_url(self) -> str:
-        package = LmiModelPackage(self, "LmiPackage", config=self.config)
-        self.serving_properties = package.serving_properties
-        asset = package.asset
-        # Only this object; Asset.grant_read would add wildcard actions on the whole bucket.
-        iam.Grant.add_to_principal(
-            grantee=self.role,
-            actions=["s3:GetObject"],
-            resource_arns=[asset.bucket.arn_for_objects(asset.s3_object_key)],
-        )
-        return asset.s3_object_url
 
     # --- Endpoint config and endpoint -----------------------------------------------------
 
@@ -327,6 +223,7 @@ class LlmEndpoint(EndpointMetrics, Construct):
             container_startup_health_check_timeout_in_seconds=(
                 instance.container_startup_health_check_timeout_s
             ),
+            routing_config=routing_config(self.hosting.routing),
         )
         metrics = self.config.metrics
         endpoint_config = sagemaker.CfnEndpointConfig(

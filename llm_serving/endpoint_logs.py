@@ -17,7 +17,11 @@ from llm_serving.stage import StagePolicy
 
 
 def endpoint_log_group(
-    scope: Construct, endpoint_name: str, policy: StagePolicy
+    scope: Construct,
+    endpoint_name: str,
+    policy: StagePolicy,
+    *,
+    namespace: str = ENDPOINT_HOST_NAMESPACE,
 ) -> tuple[logs.LogRetention, logs.ILogGroup]:
     """SageMaker writes to ``/aws/sagemaker/Endpoints/<endpoint name>``, a fixed name. A
     CloudFormation ``AWS::Logs::LogGroup`` of that name retained in prod would survive
@@ -27,8 +31,10 @@ def endpoint_log_group(
     the retention; on delete it removes the group only when its removal policy is destroy
     (aws/aws-cdk ``packages/@aws-cdk/custom-resource-handlers/lib/aws-logs/
     log-retention-handler/index.ts``). So prod logs outlive the stack and a re-created stage
-    adopts them."""
-    name = f"{ENDPOINT_HOST_NAMESPACE}/{endpoint_name}"
+    adopts them. An inference component's logs go to ``/aws/sagemaker/InferenceComponents/
+    <component name>`` (``namespace``; field report: huggingface/skills PR #215, SageMaker
+    deploy skill, "Component stuck in Creating")."""
+    name = f"{namespace}/{endpoint_name}"
     retention = logs.LogRetention(
         scope,
         "LogRetention",

@@ -8,8 +8,26 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from llm_serving.config.schema import BlueGreenDeployment, Deployment, Scaling
+from llm_serving.config.schema import BlueGreenDeployment, Deployment, Routing, Scaling
 from llm_serving.endpoint_metrics import VARIANT_NAME
+
+
+def routing_config(routing: Routing) -> sagemaker.CfnEndpointConfig.RoutingConfigProperty:
+    """The production variant's ``RoutingConfig`` (CloudFormation ``RoutingStrategy`` and
+    ``PrefixAwareRoutingConfig``: aws-cdk-lib ``CfnEndpointConfig.RoutingConfigProperty`` and
+    ``PrefixAwareRoutingConfigProperty``; values and ranges from botocore's SageMaker model,
+    ``config/hosting.py``)."""
+    prefix = (
+        sagemaker.CfnEndpointConfig.PrefixAwareRoutingConfigProperty(
+            prefix_length=routing.prefix_length,
+            concurrency_threshold=routing.concurrency_threshold,
+        )
+        if routing.strategy == "prefix_aware"
+        else None
+    )
+    return sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+        routing_strategy=routing.cfn_strategy, prefix_aware_routing_config=prefix
+    )
 
 
 def deployment_config(

@@ -33,6 +33,8 @@ class ExistingEndpoint(Construct):
         prompt_template: PromptTemplate | None = None,
         custom_attributes: str | None = None,
         image_input: ImageInput | None = None,
+        inference_component_name: str | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         """
         :param endpoint_name: the SageMaker endpoint's name (same account and region as the
@@ -50,6 +52,10 @@ class ExistingEndpoint(Construct):
         :param custom_attributes: sent as ``CustomAttributes`` on every request (e.g.
             ``accept_eula=true`` for a JumpStart model). Default: None.
         :param image_input: the model takes images (``openai`` format only). Default: None.
+        :param inference_component_name: invoke this inference component on the endpoint
+            (sent as ``InferenceComponentName``). Default: None (the endpoint's own model).
+        :param retry_after_s: with ``inference_component_name``: the ``Retry-After`` of the
+            503 answered when the component has no copies. Default: None (no header).
         """
         super().__init__(scope, construct_id)
         if not Token.is_unresolved(endpoint_name) and not endpoint_name:
@@ -72,6 +78,8 @@ class ExistingEndpoint(Construct):
                 max_tokens_default=max_tokens_default,
                 max_model_len=max_model_len,
                 image_input=image_input,
+                inference_component_name=inference_component_name,
+                retry_after_s=retry_after_s,
             )
         except ValidationError as exc:
             problems = "; ".join(
@@ -81,6 +89,15 @@ class ExistingEndpoint(Construct):
             raise ValueError(f"{self.node.path}: {problems}") from None
         self.name = self._backend.name
         """The model name clients see, and the key ``endpoints=`` expects for it."""
+        self.inference_component_arn: str | None = (
+            Stack.of(self).format_arn(
+                service="sagemaker",
+                resource="inference-component",
+                resource_name=inference_component_name.lower(),
+            )
+            if inference_component_name
+            else None
+        )
 
     def backend(self, weight: int | None = None) -> Backend:
         """How the gateway talks to this endpoint (the routing table's entry)."""
@@ -88,7 +105,11 @@ class ExistingEndpoint(Construct):
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow ``grantee`` ``sagemaker:InvokeEndpoint`` (buffered and streaming) on this
-        endpoint only."""
+        endpoint only (and its inference component, when one is named: see
+        ``LlmInferenceComponent.grant_invoke``)."""
+        arns = [self.endpoint_arn]
+        if self.inference_component_arn is not None:
+            arns.append(self.inference_component_arn)
         return iam.Grant.add_to_principal(
-            grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
+            grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=arns
         )

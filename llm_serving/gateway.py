@@ -26,6 +26,7 @@ from llm_gateway.contract import (
 )
 from llm_serving import gateway_api, gateway_function
 from llm_serving._nag import acknowledge
+from llm_serving.component import LlmInferenceComponent
 from llm_serving.config.gateway import (
     LOG_RETENTION_DAYS,
     NAME_PATTERN,
@@ -382,6 +383,11 @@ class StreamingGateway(Construct):
     def llm_endpoints(self) -> list[LlmEndpoint]:
         """The ``LlmEndpoint`` s the routes send to, each once (what the dashboard charts)."""
         return [e for e in unique_endpoints(self.routes) if isinstance(e, LlmEndpoint)]
+
+    @property
+    def llm_components(self) -> list[LlmInferenceComponent]:
+        """The inference components the routes send to, each once (charted too)."""
+        return [e for e in unique_endpoints(self.routes) if isinstance(e, LlmInferenceComponent)]
 
     @property
     def api_key_ids(self) -> dict[str, str]:

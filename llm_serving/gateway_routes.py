@@ -17,14 +17,16 @@ from llm_gateway.contract import (
     RouteTable,
 )
 from llm_serving import gateway_tables as tables
+from llm_serving.component import LlmInferenceComponent
 from llm_serving.config.gateway import GatewayConfig
 from llm_serving.endpoint import LlmEndpoint
 from llm_serving.existing_endpoint import ExistingEndpoint
 from llm_serving.gateway_tables import BackendTarget, contract_fields
 from llm_serving.guardrail import ContentGuardrail
 
-Endpoint = LlmEndpoint | ExistingEndpoint
-"""What a route can send requests to: an endpoint this app deploys, or one it only names."""
+Endpoint = LlmEndpoint | LlmInferenceComponent | ExistingEndpoint
+"""What a route can send requests to: an endpoint or inference component this app deploys, or
+an endpoint it only names."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class RouteBackend:
 
     def contract(self) -> Backend:
         """The routing table's entry for this backend."""
-        if isinstance(self.endpoint, ExistingEndpoint):
+        if isinstance(self.endpoint, ExistingEndpoint | LlmInferenceComponent):
             return self.endpoint.backend(self.weight)
         target = BackendTarget(self.endpoint.config, self.endpoint.endpoint_name, self.weight)
         return tables.backend(target)
@@ -158,7 +160,8 @@ def typed_routes(routes: RoutesArg) -> dict[str, GatewayRoute]:
 
 
 _EXPECTED = (
-    "expected an LlmEndpoint or ExistingEndpoint, a list of them (fallback order) or a GatewayRoute"
+    "expected an LlmEndpoint, LlmInferenceComponent or ExistingEndpoint, a list of them (fallback "
+    "order) or a GatewayRoute"
 )
 
 

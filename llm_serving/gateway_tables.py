@@ -29,7 +29,7 @@ from llm_gateway.contract import (
     TokenQuota,
 )
 from llm_serving.config.gateway import ConsumerConfig, GatewayConfig, RouteConfig, TierConfig
-from llm_serving.config.schema import ModelConfig
+from llm_serving.config.schema import ComponentHosting, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,22 @@ class BackendTarget:
     config: ModelConfig
     endpoint_name: str
     weight: int | None = None
+    inference_component_name: str | None = None
+    """Set for ``hosting.mode: component``: the component on the (shared) endpoint."""
 
 
 def backend(target: BackendTarget) -> Backend:
-    """How the function talks to one endpoint, from its model config."""
+    """How the function talks to one endpoint (or inference component), from its config."""
     config = target.config
+    component = target.inference_component_name
+    hosting = config.hosting
     return Backend(
+        inference_component_name=component,
+        retry_after_s=(
+            hosting.retry_after_s
+            if component is not None and isinstance(hosting, ComponentHosting)
+            else None
+        ),
         name=config.name,
         endpoint_name=target.endpoint_name,
         format=config.stream_format,
@@ -127,10 +137,7 @@ def tables_from_configs(
     routes = [
         route(
             config.model,
-            [
-                backend(BackendTarget(by_name[b.model], names.get(b.model, b.model), b.weight))
-                for b in config.backends
-            ],
+            [_local_backend(by_name[b.model], names, b.weight) for b in config.backends],
             config,
             guardrail=local_guardrail(config, gateway),
             cache=config.cache,
@@ -141,6 +148,16 @@ def tables_from_configs(
         route_table(routes, gateway.fallback),
         consumer_table(gateway.tiers, gateway.consumers),
     )
+
+
+def _local_backend(config: ModelConfig, names: Mapping[str, str], weight: int | None) -> Backend:
+    """Without AWS: an endpoint named after its model config, or, for a component, the shared
+    endpoint's name with the component named after its model config."""
+    hosting = config.hosting
+    if isinstance(hosting, ComponentHosting):
+        endpoint = names.get(config.name, hosting.endpoint_name)
+        return backend(BackendTarget(config, endpoint, weight, config.name))
+    return backend(BackendTarget(config, names.get(config.name, config.name), weight))
 
 
 def contract_fields(source: BaseModel, shape: type[BaseModel]) -> dict[str, Any]:

@@ -10,6 +10,10 @@ Point any SageMaker runtime client at it (``endpoint_url=`` or the standard
 * ``POST|DELETE|GET /_emulator/barriers/{name}``: release / re-arm / inspect a barrier.
 * ``GET /_emulator/scenarios``, ``PUT /_emulator/scenarios/{name}``: read / set scenarios.
 
+An invocation naming an inference component (``X-Amzn-SageMaker-Inference-Component``) is
+answered by the scenario under the component's name; a component scenario with ``copies: 0``
+answers the no-capacity error (:func:`no_capacity`).
+
 Run: ``python -m local.emulator --port 8081 --scenarios scenarios.yaml``.
 """
 
@@ -257,6 +261,18 @@ def pre_stream_error(scenario: Scenario, endpoint: str, region: str) -> Response
     return error_response(kind, message, status, extra)
 
 
+COMPONENT_HEADER = "x-amzn-sagemaker-inference-component"
+"""botocore sagemaker-runtime service model: InferenceComponentName's header."""
+
+
+def no_capacity(component: str) -> Response:
+    """A component with no copies. Not documented by AWS: the operation's only modeled 400 is
+    ``ValidationError`` and a field report measured "HTTP 400 `has no capacity`" (see
+    ``llm_gateway.upstream_errors.NO_CAPACITY``); the rest of the wording is ours."""
+    message = f"Inference Component {component} has no capacity to process this request."
+    return error_response("ValidationError", message, 400)
+
+
 def endpoint_not_found(endpoint: str) -> Response:
     """SageMaker's answer for an endpoint that does not exist."""
     message = f"Endpoint {endpoint} of account {ACCOUNT_ID} not found."
@@ -298,10 +314,14 @@ async def _receive(
 
 
 def _answerable(request: Request, emulator: Emulator, endpoint: str) -> Scenario | Response:
-    """The endpoint's scenario, or the error response SageMaker gives before any output."""
-    scenario = emulator.scenario_for(endpoint)
+    """The endpoint's (or the invoked component's) scenario, or the error response SageMaker
+    gives before any output."""
+    component = request.headers.get(COMPONENT_HEADER)
+    scenario = emulator.scenario_for(component or endpoint)
     if scenario is None:
         return endpoint_not_found(endpoint)
+    if component and scenario.copies == 0:
+        return no_capacity(component)
     if scenario.error_before_stream is not None:
         return pre_stream_error(scenario, endpoint, _region(request))
     return scenario

@@ -107,7 +107,9 @@ def scenarios(routes: dict[str, Any], config_dir: Path, delay_ms: float) -> dict
     result: dict[str, Any] = {}
     for route in routes["routes"]:
         for backend in route["backends"]:
-            result[backend["endpoint_name"]] = {
+            # The emulator answers a component by its name (local.emulator, COMPONENT_HEADER).
+            key = backend.get("inference_component_name") or backend["endpoint_name"]
+            result[key] = {
                 "format": backend["format"],
                 "reasoning": REASONING if backend["name"] in reasoners else "",
                 "reasoning_field": "reasoning",  # what current vLLM sends

@@ -129,6 +129,16 @@ class Scenario(BaseModel):
     barrier: str | None = None
     barrier_timeout_s: float = Field(10, gt=0)
 
+    copies: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "As an inference component (the scenario keyed by its name): 0 answers every "
+            "invocation with SageMaker's no-capacity error, as a component scaled to zero "
+            "does; null or more: serves normally."
+        ),
+    )
+
     @model_validator(mode="after")
     def _check_fault_fits_format(self) -> Self:
         if self.fault == "finish_error" and self.format == "tgi":

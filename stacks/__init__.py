@@ -9,11 +9,19 @@ from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from llm_serving.config.gateway import GATEWAY_FILE, load_gateway_config
-from llm_serving.config.loader import load_model_configs, model_config_paths
+from llm_serving.config.loader import (
+    ConfigError,
+    load_model_configs,
+    model_config_paths,
+    shared_endpoint_plans,
+)
+from llm_serving.config.schema import EndpointHosting
+from llm_serving.config.shared_endpoints import SharedEndpointError, check_region
 from llm_serving.stage import Stage
 from stacks.artifacts_stack import ArtifactsStack
 from stacks.gateway_stack import GatewayStack
 from stacks.model_stack import ModelStack
+from stacks.shared_endpoint_stack import SharedEndpointStack
 
 __all__ = [
     "GATEWAY_SKIPPED",
@@ -23,6 +31,7 @@ __all__ = [
     "BuiltApp",
     "GatewayStack",
     "ModelStack",
+    "SharedEndpointStack",
     "add_compliance_checks",
     "build",
 ]
@@ -45,6 +54,8 @@ class BuiltApp:
     gateway: GatewayStack | None
     """``None`` when ``models`` selected a subset (see :func:`build`)."""
     models: dict[str, ModelStack] = field(default_factory=dict)
+    shared: dict[str, SharedEndpointStack] = field(default_factory=dict)
+    """Shared endpoint name → its stack (``hosting.mode: component`` models)."""
 
     @property
     def skipped_gateway(self) -> bool:
@@ -83,7 +94,15 @@ def build(app: App, settings: AppSettings) -> BuiltApp:
         [p.stem for p in model_config_paths(settings.config_dir)], path=gateway_file
     )
     configs = load_model_configs(settings.config_dir, only=settings.models)
-    with_gateway = len(configs) == len(model_config_paths(settings.config_dir))
+    paths = model_config_paths(settings.config_dir)
+    with_gateway = len(configs) == len(paths)
+    every = {config.name: config for config in load_model_configs(settings.config_dir)}
+    plans = shared_endpoint_plans((path, every[path.stem]) for path in paths)
+    for plan in plans.values():
+        try:
+            check_region(plan, settings.region)
+        except SharedEndpointError as exc:
+            raise ConfigError(str(exc)) from None
     env = Environment(account=settings.account, region=settings.region)
     prefix = f"LlmServing-{settings.stage.value}"
     protect = settings.stage is Stage.PROD
@@ -96,7 +115,25 @@ def build(app: App, settings: AppSettings) -> BuiltApp:
         description="LLM serving: model artifact bucket, access logs and KMS key",
     )
     models: dict[str, ModelStack] = {}
+    shared: dict[str, SharedEndpointStack] = {}
+    selected = {config.name for config in configs}
+    for name, plan in plans.items():
+        # A shared endpoint deploys all its components together: selecting one selects all.
+        if not selected.intersection(config.name for config in plan.members):
+            continue
+        shared[name] = SharedEndpointStack(
+            app,
+            f"{prefix}-SharedEndpoint-{name}",
+            plan=plan,
+            artifacts=artifacts.artifacts,
+            stage=settings.stage,
+            env=env,
+            termination_protection=protect,
+            description=f"LLM serving: shared SageMaker endpoint {name} and its components",
+        )
     for config in configs:
+        if not isinstance(config.hosting, EndpointHosting):
+            continue
         models[config.name] = ModelStack(
             app,
             f"{prefix}-Model-{config.name}",
@@ -108,20 +145,23 @@ def build(app: App, settings: AppSettings) -> BuiltApp:
             description=f"LLM serving: SageMaker endpoint for {config.name}",
         )
     if not with_gateway:
-        built = BuiltApp(artifacts=artifacts, gateway=None, models=models)
+        built = BuiltApp(artifacts=artifacts, gateway=None, models=models, shared=shared)
         _tag(app, settings.stage)
         return built
     gateway = GatewayStack(
         app,
         f"{prefix}-Gateway",
-        endpoints={name: stack.endpoint for name, stack in models.items()},
+        endpoints={
+            **{name: stack.endpoint for name, stack in models.items()},
+            **{name: c for stack in shared.values() for name, c in stack.components.items()},
+        },
         config=gateway_config,
         stage=settings.stage,
         env=env,
         termination_protection=protect,
         description="LLM serving: OpenAI-compatible streaming gateway (API Gateway + Lambda)",
     )
-    built = BuiltApp(artifacts=artifacts, gateway=gateway, models=models)
+    built = BuiltApp(artifacts=artifacts, gateway=gateway, models=models, shared=shared)
     _tag(app, settings.stage)
     return built
 

@@ -8,6 +8,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
+from llm_serving.component import LlmInferenceComponent
 from llm_serving.config.gateway import GatewayConfig, pascal_case
 from llm_serving.dashboard import InferenceDashboard
 from llm_serving.endpoint import LlmEndpoint
@@ -37,7 +38,7 @@ class GatewayStack(Stack):
         scope: Construct,
         construct_id: str,
         *,
-        endpoints: Mapping[str, LlmEndpoint],
+        endpoints: Mapping[str, LlmEndpoint | LlmInferenceComponent],
         config: GatewayConfig,
         stage: Stage,
         **kwargs: Any,

@@ -62,7 +62,8 @@ def test_one_endpoint_where_a_list_is_expected() -> None:
 @pytest.mark.parametrize("route", ["llama", 3, ["llama"]])
 def test_a_route_of_the_wrong_type_says_what_to_pass(route: Any) -> None:
     stack, _ = _stack()
-    with pytest.raises(ValueError, match="expected an LlmEndpoint or ExistingEndpoint, a list of"):
+    expected = "expected an LlmEndpoint, LlmInferenceComponent or ExistingEndpoint, a list"
+    with pytest.raises(ValueError, match=expected):
         StreamingGateway(
             stack, "Gateway", routes={"chat": route}, config=GatewayConfig(), stage=Stage.DEV
         )
@@ -101,10 +102,29 @@ def test_an_existing_endpoint_is_a_backend_by_name_and_format() -> None:
     assert len(invoke[0]["Resource"]) == 2  # both endpoints, nothing else
 
 
+def test_an_existing_endpoint_may_name_an_inference_component() -> None:
+    stack, _ = _stack()
+    shared = ExistingEndpoint(
+        stack, "Shared", endpoint_name="team-shared", inference_component_name="Team-IC-7b",
+        retry_after_s=120,
+    )  # fmt: skip
+    StreamingGateway(
+        stack, "Gateway", routes={"chat": shared}, config=GatewayConfig(), stage=Stage.DEV
+    )
+    template = Template.from_stack(stack)
+    ((backend,),) = [r["backends"] for r in _routes(template)["routes"]]
+    assert (backend["inference_component_name"], backend["retry_after_s"]) == ("Team-IC-7b", 120)
+    (invoke,) = [s for s in iam_statements(template) if s["Action"] == "sagemaker:InvokeEndpoint"]
+    resources = json.dumps(invoke["Resource"])
+    assert "endpoint/team-shared" in resources
+    assert "inference-component/team-ic-7b" in resources
+
+
 @pytest.mark.parametrize(
     ("props", "message"),
     [
         ({"stream_format": "tgi"}, "needs a prompt_template"),
+        ({"retry_after_s": 60}, "retry_after_s applies only to an inference component"),
         ({"prompt_template": "llama2"}, "applies its own chat template"),
         ({"endpoint_name": ""}, "endpoint_name is empty"),
     ],

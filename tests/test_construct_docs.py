@@ -39,4 +39,6 @@ def test_every_public_construct_is_checked() -> None:
         "StreamingGateway",
         "QuotaTable",
         "InferenceDashboard",
+        "SharedLlmEndpoint",
+        "LlmInferenceComponent",
     }

@@ -96,5 +96,6 @@ def test_the_dashboard_charts_only_contract_metrics(built: BuiltApp) -> None:
     charted |= set(re.findall(r'MetricName=\\"(\w+)\\"', body))  # the errors SEARCH
     # The guardrail and cache metrics are charted for routes that use them (none here;
     # tests/test_guardrails_cache_synth.py checks them).
-    per_feature = {"Duration", "GuardrailActions", "CacheHits", "CacheMisses"}
+    # NoCapacity is charted per inference component (tests/test_component.py).
+    per_feature = {"Duration", "GuardrailActions", "CacheHits", "CacheMisses", "NoCapacity"}
     assert charted == {str(m) for m in contract.Metric} - per_feature, charted

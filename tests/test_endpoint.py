@@ -476,3 +476,33 @@ def test_metrics_config_from_the_model_config(
 def test_metrics_config_is_validated(metrics: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="metrics"):
         ModelConfig.model_validate(variant("deepseek-r1-distill-qwen-7b", metrics=metrics))
+
+
+def test_llm_variants_route_to_the_least_busy_instance_or_by_prefix(
+    templates: dict[str, Template],
+) -> None:
+    """LEAST_OUTSTANDING_REQUESTS by default; PREFIX_AWARE where the config says so (DeepSeek:
+    its engine caches prefixes)."""
+    templates[LLAMA_STACK].has_resource_properties(
+        "AWS::SageMaker::EndpointConfig",
+        {"ProductionVariants": [Match.object_like(
+            {"RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}})]},
+    )  # fmt: skip
+    templates[DEEPSEEK_STACK].has_resource_properties(
+        "AWS::SageMaker::EndpointConfig",
+        {"ProductionVariants": [Match.object_like({"RoutingConfig": {
+            "RoutingStrategy": "PREFIX_AWARE",
+            "PrefixAwareRoutingConfig": {"PrefixLength": 4096, "ConcurrencyThreshold": 32},
+        }})]},
+    )  # fmt: skip
+
+
+def test_random_routing_can_be_chosen() -> None:
+    config = variant("llama-2-13b-chat", hosting={"mode": "endpoint",
+                                                  "routing": {"strategy": "random"}})  # fmt: skip
+    template, _ = _endpoint(config)
+    template.has_resource_properties(
+        "AWS::SageMaker::EndpointConfig",
+        {"ProductionVariants": [Match.object_like(
+            {"RoutingConfig": {"RoutingStrategy": "RANDOM"}})]},
+    )  # fmt: skip

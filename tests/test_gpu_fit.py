@@ -69,6 +69,9 @@ def test_same_70b_fits_when_quantized_and_sharded() -> None:
 
 
 def test_long_context_alone_can_break_the_fit() -> None:
-    config = _config(container__max_model_len=131072, container__engine_args={})
+    config = _config(
+        container__max_model_len=131072,
+        container__engine_args={"enable-prefix-caching": True},  # its prefix-aware routing
+    )
     with pytest.raises(GpuFitError, match=r"KV cache 7\.00 GiB"):
         check_fit(config)

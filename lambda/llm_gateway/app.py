@@ -129,6 +129,7 @@ class Gateway:
         caller: Caller | None,
         allowance: int | None,
         failed: list[str],
+        telemetry: RequestTelemetry | None = None,
     ) -> OpenStream:
         """Open the first backend of the route that answers (``failed`` collects the others)."""
 
@@ -151,6 +152,7 @@ class Gateway:
             first_byte_timeout_s=route.first_byte_timeout_s,
             health=self.health,
             failed=failed,
+            on_no_capacity=telemetry.note_no_capacity if telemetry is not None else None,
         )
 
     async def _reserve(
@@ -249,7 +251,7 @@ class Gateway:
         allowance = admission.output_allowance(chat, caller.tier if caller else None)
         failed: list[str] = []
         # The backend is opened while the tokens are reserved; every way out uses or stops it.
-        opening = asyncio.create_task(self._open(chat, route, caller, allowance, failed))
+        opening = asyncio.create_task(self._open(chat, route, caller, allowance, failed, telemetry))
         prompt = admission.prompt_estimate(chat, route)
         try:
             reserved = admission.reserved_output(allowance, prompt, route)

@@ -63,6 +63,9 @@ class Metric(StrEnum):
     GUARDRAIL_ACTIONS = "GuardrailActions"
     CACHE_HITS = "CacheHits"
     CACHE_MISSES = "CacheMisses"
+    NO_CAPACITY = "NoCapacity"
+    """Attempts on an inference component that had no copies (each one also counts in
+    SageMaker's own ``NoCapacityInvocationFailures``, which scales the component out)."""
 
 
 REQUEST_METRICS: Final = (
@@ -80,8 +83,10 @@ ROUTE_ONLY_METRICS: Final = (
     Metric.QUOTA_REJECTIONS,
     Metric.CACHE_HITS,
     Metric.CACHE_MISSES,
+    Metric.NO_CAPACITY,
 )
-"""Published with ``{service, route}`` only (the cache metrics only on caching routes)."""
+"""Published with ``{service, route}`` only (the cache metrics only on caching routes,
+NoCapacity only when an attempt met a component without copies)."""
 # Errors: ``{service, route, kind}``; GuardrailActions: ``{service, route, action}`` (action:
 # a GuardrailAction). No consumer dimension anywhere: it is unbounded.
 DIMENSION_SERVICE: Final = "service"
@@ -123,6 +128,8 @@ PromptTemplate = Literal["llama2"]
 
 
 WEIGHT_MAX: Final = 1000
+INFERENCE_COMPONENT_NAME_PATTERN: Final = r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+"""botocore sagemaker-runtime service model, shape ``InferenceComponentHeader`` (max 63)."""
 MAX_IMAGES_PER_REQUEST: Final = 64
 
 
@@ -190,9 +197,33 @@ class Backend(_Frozen):
     image_input: ImageInput | None = Field(
         None, description="Image content parts this backend takes; null: text only."
     )
+    # Both left out of the serialized table when unset, so endpoint backends' tables (and the
+    # templates that carry them) are unchanged.
+    inference_component_name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=INFERENCE_COMPONENT_NAME_PATTERN,
+        exclude_if=lambda value: value is None,
+        description=(
+            "The inference component to invoke on the endpoint (sent as InferenceComponentName); "
+            "null: the endpoint's own model."
+        ),
+    )
+    retry_after_s: int | None = Field(
+        None,
+        ge=1,
+        le=3600,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Retry-After (seconds) of the 503 answered when this component has no copies and "
+            "the route has no other backend to try (component backends only)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _template_matches_format(self) -> Backend:
+        if self.retry_after_s is not None and self.inference_component_name is None:
+            raise ValueError("retry_after_s applies only to an inference component backend")
         if self.image_input is not None and self.format != "openai":
             raise ValueError(f"a {self.format}-format backend takes a plain prompt, no images")
         if self.format == "openai" and self.prompt_template is not None:

@@ -32,7 +32,7 @@ from llm_gateway.adapters import Delta, InBandError, StreamAdapter, Usage, adapt
 from llm_gateway.chunks import DONE, ChunkWriter, completion, merge_tool_calls
 from llm_gateway.decoder import LineDecoder, event_payload
 from llm_gateway.errors import GatewayError
-from llm_gateway.upstream_errors import UpstreamError
+from llm_gateway.upstream_errors import NO_CAPACITY, UpstreamError
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -186,15 +186,18 @@ async def open_stream(
     first_byte_timeout_s: float,
     health: BackendHealth | None = None,
     failed: list[str] | None = None,
+    on_no_capacity: Callable[[Backend], None] | None = None,
 ) -> OpenStream:
     """Try ``order`` until a backend produces its first meaningful delta.
 
     Backend faults (5xx, unavailable, throttled, internal, connection, in-band error, no first
     delta within the deadline) move to the next backend; a rejection of the request itself
     (the model's 4xx) does not. Raises :class:`GatewayError` when no attempt succeeds.
-    The names of failed backends are appended to ``failed``. Backends whose format cannot
-    serve the request are skipped, never invoked; when no backend can, the request is refused
-    with a 400 naming the parameter (:func:`_capable`).
+    The names of failed backends are appended to ``failed``; ``on_no_capacity`` is told of
+    each inference component found without copies (a fallback like any other fault; when it
+    was the last attempt, the 503 carries the backend's ``Retry-After``). Backends whose
+    format cannot serve the request are skipped, never invoked; when no backend can, the
+    request is refused with a 400 naming the parameter (:func:`_capable`).
     """
     failed = [] if failed is None else failed
     last: GatewayError = _model_failed()
@@ -207,7 +210,9 @@ async def open_stream(
             logger.warning("attempt %d on %s failed: %s", number, backend.name, failure)
             if not failure.retryable:
                 raise failure.to_gateway_error() from None
-            last = failure.to_gateway_error()
+            if failure.kind == NO_CAPACITY and on_no_capacity is not None:
+                on_no_capacity(backend)
+            last = failure.to_gateway_error(retry_after_s=backend.retry_after_s)
         except InBandError as exc:
             logger.warning("attempt %d on %s failed in-band: %s", number, backend.name, exc)
             last = _model_failed()

@@ -95,6 +95,8 @@ class RequestTelemetry:
     guardrail: GuardrailAction | None = None
     cache: Literal["hit", "miss"] | None = None
     """Set for cacheable requests on caching routes."""
+    no_capacity: int = 0
+    """Attempts that met an inference component without copies."""
     _emitted: bool = False
 
     def note_guardrail(self, action: GuardrailAction) -> None:
@@ -103,6 +105,9 @@ class RequestTelemetry:
         rank = _GUARDRAIL_PRECEDENCE.index
         if current is None or rank(action) > rank(current):
             self.guardrail = action
+
+    def note_no_capacity(self, _backend: object = None) -> None:
+        self.no_capacity += 1
 
     def first_byte(self) -> None:
         if self.first_byte_at is None:
@@ -141,6 +146,7 @@ class RequestTelemetry:
             "reasoning_tokens": self.reasoning_tokens,
             "guardrail": self.guardrail,
             "cache": self.cache,
+            "no_capacity": self.no_capacity or None,
             "ttfb_ms": round(ttfb * 1000, 3) if ttfb is not None else None,
             "upstream_ttfb_ms": round(self.upstream_ttfb_s * 1000, 3)
             if self.upstream_ttfb_s is not None
@@ -190,6 +196,8 @@ class RequestTelemetry:
             self._counts({Metric.CACHE_HITS: hit, Metric.CACHE_MISSES: 1 - hit}, {})
         if self.guardrail is not None:
             self._counts({Metric.GUARDRAIL_ACTIONS: 1}, {DIMENSION_ACTION: self.guardrail})
+        if self.no_capacity:
+            self._counts({Metric.NO_CAPACITY: self.no_capacity}, {})
 
     def _counts(self, counts: dict[Metric, int], dimensions: dict[str, str]) -> None:
         """Counts with ``{service, route}`` and ``dimensions`` (one EMF record)."""

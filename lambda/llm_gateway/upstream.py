@@ -69,6 +69,8 @@ class UpstreamStream:
         }
         if self._backend.custom_attributes:
             kwargs["CustomAttributes"] = self._backend.custom_attributes
+        if self._backend.inference_component_name:
+            kwargs["InferenceComponentName"] = self._backend.inference_component_name
         try:
             response = self._client.invoke_endpoint_with_response_stream(**kwargs)
             self._event_stream = response["Body"]

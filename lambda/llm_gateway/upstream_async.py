@@ -106,7 +106,7 @@ class SageMakerRuntime:
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = (
             weakref.WeakKeyDictionary()
         )
-        self._targets: dict[tuple[str, str | None], _Target] = {}
+        self._targets: dict[tuple[str, str | None, str | None], _Target] = {}
 
     @classmethod
     def from_client(
@@ -152,7 +152,7 @@ class SageMakerRuntime:
 
     async def request(self, backend: Backend, body: bytes) -> tuple[str, bytes]:
         """The target URL and the signed request head (request line and headers)."""
-        key = (backend.endpoint_name, backend.custom_attributes)
+        key = (backend.endpoint_name, backend.custom_attributes, backend.inference_component_name)
         target = self._targets.get(key)
         if target is None:
             target = self._targets[key] = self._target(*key)
@@ -166,7 +166,9 @@ class SageMakerRuntime:
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
         return url, "".join(lines).encode("latin-1")
 
-    def _target(self, endpoint: str, custom_attributes: str | None) -> _Target:
+    def _target(
+        self, endpoint: str, custom_attributes: str | None, component: str | None = None
+    ) -> _Target:
         """URL, request line with the unsigned headers, and the headers to sign."""
         # The path as botocore serializes the operation's requestUri (botocore/serialize.py,
         # _render_uri_template: percent_encode of a non-greedy label).
@@ -180,6 +182,11 @@ class SageMakerRuntime:
             if not custom_attributes.isprintable():  # as http.client refuses it for botocore
                 raise ValueError("CustomAttributes holds a control character")
             headers["X-Amzn-SageMaker-Custom-Attributes"] = custom_attributes
+        if component:
+            # InferenceComponentName: the header member after CustomAttributes in the service
+            # model (botocore data/sagemaker-runtime/2017-05-13, InvokeEndpointWithResponseStream
+            # input); signed like every other header. The contract's pattern keeps it printable.
+            headers["X-Amzn-SageMaker-Inference-Component"] = component
         return url, fixed, headers
 
     async def _frozen_credentials(self) -> Any:

@@ -5,6 +5,8 @@ callers decide what the client sees (and whether to fall back) without knowing b
 
 from __future__ import annotations
 
+import re
+
 from botocore.exceptions import ClientError, ConnectionError, ConnectTimeoutError, ReadTimeoutError
 from urllib3.exceptions import ReadTimeoutError as StreamReadTimeoutError
 
@@ -23,14 +25,38 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.original_status = original_status
 
-    def to_gateway_error(self) -> GatewayError:
-        """What the client sees: OpenAI-format, no upstream internals beyond a 4xx reason."""
+    def to_gateway_error(self, *, retry_after_s: int | None = None) -> GatewayError:
+        """What the client sees: OpenAI-format, no upstream internals beyond a 4xx reason;
+        ``retry_after_s`` becomes the ``Retry-After`` of a ``no_capacity`` 503."""
+        if self.kind == NO_CAPACITY:
+            return GatewayError(
+                503,
+                "The model is scaled to zero and is starting; retry later.",
+                type="server_error",
+                code="model_scaling_from_zero",
+                headers={"Retry-After": str(retry_after_s)} if retry_after_s else None,
+            )
         if self.kind == "model_rejected":
             return GatewayError(400, f"The model rejected the request: {self.detail}",
                                 code="model_rejected_request")  # fmt: skip
         status, code, message = _CLIENT_VIEW.get(self.kind, _CLIENT_VIEW["internal"])
         return GatewayError(status, message, type="server_error", code=code)
 
+
+NO_CAPACITY = "no_capacity"
+"""An inference component with no copies (scaled to zero, or not yet scaled out).
+
+What SageMaker answers then is not in its API reference: the operation's only modeled 400 is
+``ValidationError`` (botocore ``data/sagemaker-runtime/2017-05-13/service-2.json``,
+InvokeEndpointWithResponseStream errors), and a measured call "at zero" returned "HTTP 400
+`has no capacity`" (field report: huggingface/skills PR #215, the SageMaker scale-to-zero
+skill's "Measured behaviour" table, us-east-1, July 2026). So a ``ValidationError`` whose
+message says "no capacity" is this kind; the exact wording is unverified. The call is not
+wasted: SageMaker counts it in ``NoCapacityInvocationFailures``, the metric whose alarm scales
+the component out from zero ("SageMaker AI emits this metric when an endpoint receives an
+inference request, but the endpoint has no active instances to serve the request",
+docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-zero-instances.html)."""
+_NO_CAPACITY_MESSAGE = re.compile(r"\bno capacity\b", re.IGNORECASE)
 
 _CLIENT_VIEW: dict[str, tuple[int, str, str]] = {
     "unavailable": (503, "model_unavailable", "The model is overloaded or not ready; retry."),
@@ -74,6 +100,8 @@ def classify(exc: Exception) -> UpstreamError:
             stream_code = str(exc.response.get("ErrorCode") or error.get("ErrorCode") or "")
             kind, retryable = _BY_CODE.get(stream_code, ("model_error", True))
             return UpstreamError(kind, message, retryable=retryable)
+        if code == "ValidationError" and _NO_CAPACITY_MESSAGE.search(message):
+            return UpstreamError(NO_CAPACITY, message, retryable=True)
         kind, retryable = _BY_CODE.get(code, ("internal", True))
         return UpstreamError(kind, f"{code}: {message}", retryable=retryable)
     # Mid-stream (even before the first token) botocore's EventStream reads urllib3's

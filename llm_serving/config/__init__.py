@@ -28,10 +28,14 @@ from llm_serving.config.loader import (
     load_model_config,
     load_model_configs,
     parse_model_config,
+    shared_endpoint_plans,
 )
 from llm_serving.config.schema import (
     Architecture,
     BlueGreenDeployment,
+    ComponentHosting,
+    Copies,
+    EndpointHosting,
     EndpointMetrics,
     GatewayOptions,
     HubWeights,
@@ -40,19 +44,25 @@ from llm_serving.config.schema import (
     LmiContainer,
     ModelConfig,
     RollingDeployment,
+    Routing,
     S3Weights,
     Scaling,
+    SharedEndpoint,
     TgiContainer,
     VllmContainer,
 )
+from llm_serving.config.shared_endpoints import SharedEndpointPlan
 
 __all__ = [
     "INSTANCE_GPUS",
     "Architecture",
     "BackendConfig",
     "BlueGreenDeployment",
+    "ComponentHosting",
     "ConfigError",
     "ConsumerConfig",
+    "Copies",
+    "EndpointHosting",
     "EndpointMetrics",
     "FallbackConfig",
     "FitReport",
@@ -71,8 +81,11 @@ __all__ = [
     "RollingDeployment",
     "RouteConfig",
     "RouteGuardrail",
+    "Routing",
     "S3Weights",
     "Scaling",
+    "SharedEndpoint",
+    "SharedEndpointPlan",
     "TgiContainer",
     "TierConfig",
     "UnknownImageError",
@@ -87,4 +100,5 @@ __all__ = [
     "load_model_configs",
     "parse_gateway_config",
     "parse_model_config",
+    "shared_endpoint_plans",
 ]

@@ -13,6 +13,11 @@ from pydantic_core import ErrorDetails
 
 from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
 from llm_serving.config.schema import ModelConfig
+from llm_serving.config.shared_endpoints import (
+    SharedEndpointError,
+    SharedEndpointPlan,
+    plan_shared_endpoints,
+)
 
 NON_MODEL_FILES = frozenset({"gateway.yaml"})
 
@@ -109,6 +114,16 @@ def load_model_config(path: Path) -> ModelConfig:
     return config
 
 
+def shared_endpoint_plans(
+    hosted: Iterable[tuple[Path, ModelConfig]],
+) -> dict[str, SharedEndpointPlan]:
+    """The shared endpoints of ``hosted`` (file, config), checked across the files."""
+    try:
+        return plan_shared_endpoints([(str(path), config) for path, config in hosted])
+    except SharedEndpointError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def model_config_paths(directory: Path) -> list[Path]:
     """The model configs in ``directory``: every ``*.yaml`` but ``gateway.yaml``. A ``*.yml``
     file is an error, not silently skipped."""
@@ -126,9 +141,11 @@ def load_model_configs(directory: Path, only: Iterable[str] | None = None) -> li
     """Load every model config in ``directory`` (``gateway.yaml`` excluded)."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: config directory not found; fix: pass -c config_dir=<dir>")
-    configs = [load_model_config(p) for p in model_config_paths(directory)]
+    paths = model_config_paths(directory)
+    configs = [load_model_config(p) for p in paths]
     if not configs:
         raise ConfigError(f"{directory}: no model configs (*.yaml); fix: add at least one")
+    shared_endpoint_plans(zip(paths, configs, strict=True))
     if only is not None:
         wanted = set(only)
         unknown = wanted - {c.name for c in configs}

@@ -23,6 +23,14 @@ from llm_serving.config.containers import (
     TgiContainer,
     VllmContainer,
 )
+from llm_serving.config.hosting import (
+    ComponentHosting,
+    Copies,
+    EndpointHosting,
+    Hosting,
+    Routing,
+    SharedEndpoint,
+)
 from llm_serving.config.rollout import (
     BlueGreenDeployment,
     Deployment,
@@ -36,20 +44,26 @@ __all__ = [
     "LMI_MODEL_LOADING_TIMEOUT_S",
     "Architecture",
     "BlueGreenDeployment",
+    "ComponentHosting",
     "Container",
+    "Copies",
     "Deployment",
     "Dtype",
+    "EndpointHosting",
     "EndpointMetrics",
     "EngineArgValue",
     "GatewayOptions",
+    "Hosting",
     "HubWeights",
     "Instance",
     "License",
     "LmiContainer",
     "ModelConfig",
     "RollingDeployment",
+    "Routing",
     "S3Weights",
     "Scaling",
+    "SharedEndpoint",
     "StreamFormat",
     "TgiContainer",
     "VllmContainer",
@@ -299,6 +313,63 @@ class ModelConfig(_Strict):
     metrics: EndpointMetrics = Field(
         default_factory=EndpointMetrics, description="The endpoint config's MetricsConfig."
     )
+    hosting: Hosting = Field(
+        default_factory=EndpointHosting,
+        description=(
+            "endpoint (default): a dedicated endpoint; component: an inference component on a "
+            "shared endpoint that can scale to zero (README: Choosing a hosting mode)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _component_settings(self) -> ModelConfig:
+        """A component's endpoint is shared: the per-endpoint sections do not apply to it."""
+        if not isinstance(self.hosting, ComponentHosting):
+            return self
+        misplaced = {
+            "scaling": "hosting.copies and hosting.target_concurrent_requests_per_copy",
+            "deployment": "nothing (components roll out with SageMaker's defaults)",
+            "metrics": "nothing (the shared endpoint keeps SageMaker's defaults)",
+        }
+        for field, instead in misplaced.items():
+            if field in self.model_fields_set:
+                raise ValueError(
+                    f"{field} applies to hosting.mode endpoint; an inference component uses "
+                    f"{instead}: remove {field}"
+                )
+        if "initial_count" in self.instance.model_fields_set:
+            raise ValueError(
+                "instance.initial_count applies to hosting.mode endpoint; a shared endpoint's "
+                "instances are hosting.endpoint.initial_instances: remove it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _prefix_aware_needs_cache(self) -> ModelConfig:
+        routing = self.routing
+        if routing is not None and routing.strategy == "prefix_aware":
+            check_prefix_caching(self, "hosting.routing.strategy")
+        return self
+
+    @property
+    def routing(self) -> Routing | None:
+        """The routing this config declares: its endpoint's, or its shared endpoint's when the
+        declaration is here; None when it names a shared endpoint declared elsewhere."""
+        if isinstance(self.hosting, EndpointHosting):
+            return self.hosting.routing
+        declaration = self.hosting.declaration
+        return declaration.routing if declaration is not None else None
+
+    @property
+    def prefix_caching(self) -> bool:
+        """The engine caches prompt prefixes: vLLM with ``enable-prefix-caching: true`` in
+        ``container.engine_args``. Only the explicit flag counts (vLLM's default has changed
+        between versions; not relied on)."""
+        container = self.container
+        return (
+            isinstance(container, VllmContainer)
+            and container.engine_args.get("enable-prefix-caching") is True
+        )
 
     @model_validator(mode="after")
     def _gateway_matches_container(self) -> ModelConfig:
@@ -405,3 +476,14 @@ class ModelConfig(_Strict):
     def custom_attributes(self) -> str | None:
         """The InvokeEndpoint CustomAttributes to send, if configured."""
         return self.gateway.custom_attributes
+
+
+def check_prefix_caching(config: ModelConfig, field: str) -> None:
+    """Prefix-aware routing only pays when the engine reuses cached prefixes."""
+    if not config.prefix_caching:
+        raise ValueError(
+            f"{field}: prefix_aware routing sends requests with the same prompt prefix to the "
+            "same instance so that the engine's prefix cache is reused, but this model's engine "
+            "has prefix caching off; fix: set container.engine_args.enable-prefix-caching: true "
+            "(vLLM), or use strategy least_outstanding_requests"
+        )
