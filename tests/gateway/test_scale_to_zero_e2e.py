@@ -14,7 +14,7 @@ import pytest
 
 from llm_gateway.contract import Backend, Metric
 from llm_gateway.request import parse_chat_request
-from llm_gateway.service import deltas
+from llm_gateway.service import delta_batches
 from llm_gateway.settings import Settings
 from llm_gateway.upstream import SageMakerInvoker, UpstreamStream
 from llm_gateway.upstream_errors import UpstreamError
@@ -150,7 +150,8 @@ def test_the_threaded_botocore_path_sends_the_component_too(
         adapter = adapter_for("openai")
         stream = UpstreamStream(client, backend, adapter.request_body(request, backend, 8))
         try:
-            return "".join([d.content async for d in deltas(stream, adapter)])
+            batches = delta_batches(stream, adapter)
+            return "".join([d.content async for batch in batches for d in batch])
         finally:
             stream.close()
 
