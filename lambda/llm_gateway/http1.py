@@ -245,6 +245,10 @@ class Pool:
     def idle(self) -> int:
         return len(self._idle)
 
+    def in_use(self) -> int:
+        """Connections carrying a request now (open and not idle)."""
+        return self.open_now - len(self._idle)
+
     def close(self) -> None:
         while self._idle:
             self._idle.pop().abort()

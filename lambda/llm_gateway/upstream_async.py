@@ -139,6 +139,10 @@ class SageMakerRuntime:
     def open(self, backend: Backend, body: bytes) -> RuntimeStream:
         return RuntimeStream(self, backend, body)
 
+    def connections_in_use(self) -> int:
+        """Upstream connections carrying a stream now, over every loop's pool."""
+        return sum(pool.in_use() for pool in list(self._pools.values()))
+
     def pool(self) -> Pool:
         """The running loop's connection pool."""
         loop = asyncio.get_running_loop()

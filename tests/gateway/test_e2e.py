@@ -320,8 +320,11 @@ def test_client_disconnect_stops_the_upstream_read(servers_clean: Servers) -> No
     barriers.rearm("disconnect")
     try:
         with httpx.stream("POST", f"{servers_clean.gateway}/v1/chat/completions", json=body) as r:
-            next(r.iter_bytes())
+            chunks = r.iter_bytes()  # held: a dropped iterator would close the connection now
+            next(chunks)
             assert barriers.wait_for_waiters("disconnect", 1, 5)  # the model is silent now
+            time.sleep(0.2)
+            assert barriers.waiting("disconnect") == 1  # connected: the gateway still reads
         deadline = time.monotonic() + 2
         while barriers.waiting("disconnect") and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -86,6 +86,7 @@ class Stack:
     quota: QuotaStore
     table: str
     dynamodb_url: str
+    invoker: SageMakerInvoker
 
     def chat(self, key: str, model: str = "chat", **body: Any) -> httpx.Response:
         payload = {"model": model, "messages": [{"role": "user", "content": "Hi there"}], **body}
@@ -132,11 +133,10 @@ def stack(backends: tuple[str, str, Emulator], monkeypatch: pytest.MonkeyPatch) 
     assert quota is not None
     emulator.scenarios.clear()
     emulator.clear_requests()
-    app = create_app(
-        settings, SageMakerInvoker.from_settings(settings), quota=quota, rng=random.Random(5)
-    )
+    invoker = SageMakerInvoker.from_settings(settings)
+    app = create_app(settings, invoker, quota=quota, rng=random.Random(5))
     with serve_in_thread(app) as url:
-        yield Stack(url, emulator, quota, table, dynamo_url)
+        yield Stack(url, emulator, quota, table, dynamo_url, invoker)
 
 
 # --- identity ------------------------------------------------------------------------------
@@ -411,10 +411,7 @@ def test_a_missed_deadline_aborts_the_slow_read_at_once(stack: Stack) -> None:
     backend finally sends its first token (5 s here)."""
     stack.emulator.set_scenario("ep-primary", Scenario(first_token_delay_ms=5000))
     assert stack.chat("key-alice").headers["x-llm-backend"] == "secondary"
-    deadline = time.monotonic() + 2
-    while any(t.name == "upstream" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not any(t.name == "upstream" for t in threading.enumerate())
+    assert _wait_for_no_upstream_reader(stack, timeout_s=2)
 
 
 def test_a_client_that_disconnects_is_charged_once_for_what_was_streamed(stack: Stack) -> None:
@@ -554,9 +551,12 @@ def _request_lines(buffer: io.StringIO, consumer: str) -> list[dict[str, Any]]:
     return [e for e in request_lines(buffer) if e.get("consumer") == consumer]
 
 
-def _wait_for_no_upstream_reader(timeout_s: float = 2) -> bool:
+def _wait_for_no_upstream_reader(stack: Stack, timeout_s: float = 2) -> bool:
+    """Whether every upstream connection is back in the pool or closed within ``timeout_s``."""
+    runtime = stack.invoker.runtime
+    assert runtime is not None  # the event-loop client (no proxy here)
     deadline = time.monotonic() + timeout_s
-    while any(t.name == "upstream" for t in threading.enumerate()):
+    while runtime.connections_in_use():
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
@@ -618,7 +618,7 @@ def test_a_request_id_reserved_by_another_consumer_is_a_500_that_releases_the_up
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
         assert "Traceback" not in response.text
         assert stack.calls("ep-private") == 2  # alice's, then mallory's
-        assert _wait_for_no_upstream_reader(), "the model call runs on, abandoned"
+        assert _wait_for_no_upstream_reader(stack), "the model call runs on, abandoned"
         assert [line["status"] for line in _request_lines(captured, "mallory")] == [500]
     finally:
         stack.emulator.barriers.release(barrier)
