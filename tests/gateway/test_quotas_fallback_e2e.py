@@ -48,7 +48,7 @@ def _backend(name: str, weight: int | None = None, context: int = 4096) -> dict[
 ROUTES: dict[str, Any] = {
     "routes": [
         {"model": "chat", "backends": [_backend("primary"), _backend("secondary")],
-         "max_attempts": 2, "first_byte_timeout_s": 0.5},
+         "max_attempts": 2, "first_byte_timeout_s": 1.5},
         {"model": "triple", "backends": [_backend("one"), _backend("two"), _backend("three")],
          "max_attempts": 2},
         {"model": "canary", "backends": [_backend("stable", 50), _backend("canary", 50)],
@@ -309,7 +309,7 @@ FALLS_BACK = [
     Scenario(fault_after_tokens=0, fault="ModelStreamError"),
     Scenario(fault_after_tokens=0, fault="InternalStreamFailure"),
     Scenario(fault_after_tokens=0, fault="inband_error"),
-    Scenario(first_token_delay_ms=1500),  # no first byte within the route's 0.5 s deadline
+    Scenario(first_token_delay_ms=4000),  # no first byte within the route's 1.5 s deadline
 ]
 
 
@@ -640,9 +640,9 @@ def test_a_store_fault_at_settlement_leaves_the_response_as_it_was(
     """The quota table disappears between reserve and settle (a DynamoDB fault the store
     reports as QuotaUnavailable): the client's answer is unchanged, with one telemetry line."""
     barrier = f"held-{uuid.uuid4().hex}"
-    if outcome == "no backend answered":  # both miss the route's 0.5 s first-byte deadline
+    if outcome == "no backend answered":  # both miss the route's 1.5 s first-byte deadline
         for name in ("ep-primary", "ep-secondary"):
-            stack.emulator.set_scenario(name, Scenario(first_token_delay_ms=1500))
+            stack.emulator.set_scenario(name, Scenario(first_token_delay_ms=4000))
     else:
         stack.emulator.set_scenario("ep-primary", Scenario(barrier=barrier, barrier_timeout_s=10))
     headers = as_key("key-alice")

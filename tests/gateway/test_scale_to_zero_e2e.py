@@ -18,11 +18,8 @@ from llm_gateway.service import delta_batches
 from llm_gateway.settings import Settings
 from llm_gateway.upstream import SageMakerInvoker, UpstreamStream
 from llm_gateway.upstream_errors import UpstreamError
-from local.emulator import create_emulator
 from local.scenarios import Scenario
-from local.serving import serve_in_thread
-from tests.gateway.conftest import emf_records, request_lines
-from tests.gateway.test_upstream_async import aws_env  # noqa: F401  (a fixture)
+from tests.gateway.conftest import Servers, emf_records, request_lines, serve_gateway
 
 
 def _component(name: str, retry_after: int = 120) -> dict[str, Any]:
@@ -45,26 +42,14 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[tuple[str, Any, Settings]]:
-    app = create_emulator()
-    with serve_in_thread(app) as emulator_url, pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", emulator_url)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        env.delenv("AWS_PROFILE", raising=False)
-        env.setenv("POWERTOOLS_METRICS_NAMESPACE", "LlmGateway")
-        settings = Settings.from_env({"LLM_GATEWAY_ROUTES": json.dumps(ROUTES)})
-        from llm_gateway.app import create_app
-
-        gateway = create_app(settings, SageMakerInvoker.from_settings(settings))
-        with serve_in_thread(gateway) as gateway_url:
-            yield gateway_url, app.state.emulator, settings
+def stack() -> Iterator[Servers]:
+    with serve_gateway({"LLM_GATEWAY_ROUTES": json.dumps(ROUTES)}) as servers:
+        yield servers
 
 
 @pytest.fixture
-def servers(stack: tuple[str, Any, Settings]) -> tuple[str, Any]:
-    url, emulator, _ = stack
+def servers(stack: Servers) -> tuple[str, Any]:
+    url, emulator = stack.gateway, stack.emulator
     emulator.scenarios.clear()
     emulator.set_scenario("ic-cold", Scenario(copies=0))
     emulator.set_scenario("ic-warm", Scenario(content="Warm component here."))
@@ -134,12 +119,12 @@ def test_invalid_requests_stay_openai_errors(servers: tuple[str, Any]) -> None:
 
 
 def test_the_threaded_botocore_path_sends_the_component_too(
-    stack: tuple[str, Any, Settings], servers: tuple[str, Any]
+    servers: tuple[str, Any],
 ) -> None:
     """The fallback path (a botocore client on a thread) names the component as well, and its
     no-capacity error is classified the same way."""
     _, emulator = servers
-    settings = stack[2]
+    settings = Settings.from_env({"LLM_GATEWAY_ROUTES": json.dumps(ROUTES)})
     client = SageMakerInvoker.from_settings(settings)._client
     request = parse_chat_request(
         b'{"model": "warm", "messages": [{"role": "user", "content": "x"}]}'
@@ -176,44 +161,3 @@ def test_an_endpoint_backend_serializes_as_before() -> None:
     with pytest.raises(ValueError, match="retry_after_s applies only"):
         Backend(name="a", endpoint_name="ep", format="openai", max_tokens_default=8,
                 retry_after_s=5)  # fmt: skip
-
-
-@pytest.mark.usefixtures("aws_env")
-def test_the_event_loop_path_signs_the_component_as_botocore_does(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Our request head for a component backend against a botocore client's call of the same
-    operation with InferenceComponentName, both signed at the same instant."""
-    from unittest import mock
-
-    import botocore.session
-
-    from tests.gateway.test_upstream_async import BODY, FIXED, _runtime, _settings
-
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    backend = Backend.model_validate(_component("cold"))
-    runtime = _runtime(SageMakerInvoker.from_settings(_settings()))
-    captured: dict[str, Any] = {}
-
-    class Sent(Exception):  # noqa: N818
-        pass
-
-    def before_send(request: Any, **_: Any) -> None:
-        captured.update(url=request.url, headers=dict(request.headers.items()))
-        raise Sent
-
-    client = botocore.session.get_session().create_client("sagemaker-runtime")
-    client.meta.events.register("before-send.sagemaker-runtime.*", before_send)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=FIXED):
-        with pytest.raises(Sent):
-            client.invoke_endpoint_with_response_stream(
-                EndpointName="ep-shared", Body=BODY, ContentType="application/json",
-                Accept="*/*", InferenceComponentName="ic-cold",
-            )  # fmt: skip
-        url, head = asyncio.run(runtime.request(backend, BODY))
-    assert url == captured["url"]
-    lines = head.decode().split("\r\n")
-    ours = dict(line.split(": ", 1) for line in lines[1:] if line)
-    for name in ("Authorization", "X-Amz-Date", "X-Amzn-SageMaker-Inference-Component"):
-        value = captured["headers"][name]
-        assert ours[name] == (value.decode() if isinstance(value, bytes) else value), name

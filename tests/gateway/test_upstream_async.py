@@ -130,12 +130,28 @@ def test_a_new_day_or_secret_derives_a_new_signing_key() -> None:
         assert ours["Authorization"] == stock.headers["Authorization"]
 
 
-def test_the_request_is_what_a_botocore_client_sends(aws_env: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("update", "params", "headers"),
+    [
+        ({"custom_attributes": "accept_eula=true"}, {"CustomAttributes": "accept_eula=true"},
+         ("X-Amz-Security-Token", "Content-Type", "X-Amzn-SageMaker-Accept",
+          "X-Amzn-SageMaker-Custom-Attributes")),
+        ({"inference_component_name": "ic-cold"}, {"InferenceComponentName": "ic-cold"},
+         ("X-Amzn-SageMaker-Inference-Component",)),
+    ],
+    ids=["custom attributes", "inference component"],
+)  # fmt: skip
+def test_the_request_is_what_a_botocore_client_sends(
+    aws_env: pytest.MonkeyPatch,
+    update: dict[str, str],
+    params: dict[str, str],
+    headers: tuple[str, ...],
+) -> None:
     """URL, signed headers and Authorization of our request against a boto3-style call of the
     same operation, both signed at the same instant (the client's call stopped before send)."""
     aws_env.setenv("AWS_SESSION_TOKEN", "tok")
     aws_env.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    backend = BACKEND.model_copy(update={"custom_attributes": "accept_eula=true"})
+    backend = BACKEND.model_copy(update=update)
     invoker = SageMakerInvoker.from_settings(_settings())
     runtime = _runtime(invoker)
     captured: dict[str, Any] = {}
@@ -153,7 +169,7 @@ def test_the_request_is_what_a_botocore_client_sends(aws_env: pytest.MonkeyPatch
         with pytest.raises(Sent):
             client.invoke_endpoint_with_response_stream(
                 EndpointName=backend.endpoint_name, Body=BODY, ContentType="application/json",
-                Accept="*/*", CustomAttributes="accept_eula=true",
+                Accept="*/*", **params,
             )  # fmt: skip
         url, head = asyncio.run(runtime.request(backend, BODY))
     assert url == captured["url"]
@@ -162,8 +178,7 @@ def test_the_request_is_what_a_botocore_client_sends(aws_env: pytest.MonkeyPatch
     lines = head.decode().split("\r\n")
     assert lines[0] == "POST /endpoints/ep-a/invocations-response-stream HTTP/1.1"
     ours = dict(line.split(": ", 1) for line in lines[1:] if line)
-    for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token", "Content-Type",
-                 "X-Amzn-SageMaker-Accept", "X-Amzn-SageMaker-Custom-Attributes"):  # fmt: skip
+    for name in ("Authorization", "X-Amz-Date", *headers):
         value = captured["headers"][name]
         assert ours[name] == (value.decode() if isinstance(value, bytes) else value), name
     assert ours["Content-Length"] == str(len(BODY))
