@@ -268,6 +268,9 @@ class Gateway:
             telemetry.attempts = telemetry.fallbacks = len(failed)
             await self._settle(reservation, 0)  # nothing reached the client: release it all
             raise
+        except BaseException:
+            counting.cancel()
+            raise
         reservation = _counted(reservation, counting)
         telemetry.backend = stream.backend.name
         telemetry.attempts = stream.attempts
