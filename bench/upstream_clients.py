@@ -89,6 +89,12 @@ async def threaded(url: str) -> AsyncIterator[Opener]:
                     max_pool_connections=128, tcp_keepalive=True)  # fmt: skip
     invoker = SageMakerInvoker(boto3.client("sagemaker-runtime", config=config))
 
+    yield _opener(invoker)
+
+
+def _opener(invoker: SageMakerInvoker) -> Opener:
+    """The payload parts of one stream on ``endpoint`` through ``invoker``."""
+
     async def parts(endpoint: str) -> AsyncIterator[bytes]:
         stream = invoker.open(_backend(endpoint), BODY)
         try:
@@ -97,7 +103,7 @@ async def threaded(url: str) -> AsyncIterator[Opener]:
         finally:
             stream.close()
 
-    yield parts
+    return parts
 
 
 @asynccontextmanager
@@ -105,15 +111,7 @@ async def native(url: str) -> AsyncIterator[Opener]:
     invoker = SageMakerInvoker.from_settings(_settings())
     assert invoker.runtime is not None
 
-    async def parts(endpoint: str) -> AsyncIterator[bytes]:
-        stream = invoker.open(_backend(endpoint), BODY)
-        try:
-            async for part in stream:
-                yield part
-        finally:
-            stream.close()
-
-    yield parts
+    yield _opener(invoker)
 
 
 @asynccontextmanager

@@ -92,14 +92,19 @@ def test_gateway_acknowledges_only_the_known_findings(assembly: Path) -> None:
     assert gateway == GATEWAY_ACKNOWLEDGEMENTS
 
 
-def test_cfn_lint_reports_no_errors(assembly: Path) -> None:
+def cfn_lint(assembly: Path) -> subprocess.CompletedProcess[str]:
+    """cfn-lint (parseable output) over every template of ``assembly``."""
     templates = [str(p) for p in sorted(assembly.glob("*.template.json"))]
-    result = subprocess.run(
+    return subprocess.run(
         [str(Path(sys.executable).with_name("cfn-lint")), "--format", "parseable", *templates],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_cfn_lint_reports_no_errors(assembly: Path) -> None:
+    result = cfn_lint(assembly)
     # Exit status is a bit mask: 2 = error, 4 = warning, 8 = informational.
     assert result.returncode & 2 == 0, result.stdout + result.stderr
     assert result.returncode == 0, f"cfn-lint warnings:\n{result.stdout}"
@@ -186,22 +191,29 @@ def test_every_deployment_policy_is_within_sagemakers_limits(assembly: Path) -> 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 
-def test_checkov_finds_nothing_unexplained(assembly: Path) -> None:
-    """checkov (CloudFormation framework) over every template: 0 failed checks; every skip
-    sits in the resource's metadata with its reason (llm_serving/_nag.py skip_checkov)."""
+def checkov(assembly: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """checkov's CloudFormation reports over ``assembly``, and its failed checks as
+    ``"<check> <resource> (<template>)"``."""
     assert CHECKOV.exists(), "checkov is installed by `make test` into .venv-checkov"
     result = subprocess.run(
         [str(CHECKOV), "-d", str(assembly), "--framework", "cloudformation", "--skip-download",
          "--output", "json"],
         capture_output=True, text=True, check=False, env={**os.environ, "LOG_LEVEL": "ERROR"},
     )  # fmt: skip
-    reports = json.loads(result.stdout)
+    reports: Any = json.loads(result.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     failed = [
         f"{f['check_id']} {f['resource']} ({Path(f['file_path']).name})"
         for report in reports
         for f in report["results"]["failed_checks"]
     ]
+    return reports, failed
+
+
+def test_checkov_finds_nothing_unexplained(assembly: Path) -> None:
+    """checkov (CloudFormation framework) over every template: 0 failed checks; every skip
+    sits in the resource's metadata with its reason (llm_serving/_nag.py skip_checkov)."""
+    reports, failed = checkov(assembly)
     assert failed == [], "\n".join(failed)
     skipped = [s for report in reports for s in report["results"]["skipped_checks"]]
     assert skipped, "expected the known, reasoned skips"

@@ -5,18 +5,14 @@ checkov over its templates."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from llm_serving.stage import Stage
 from stacks import add_compliance_checks
 from tests.conftest import ROOT, build_default, make_app
-from tests.test_compliance import CHECKOV
+from tests.test_compliance import cfn_lint, checkov
 
 EXAMPLE = ROOT / "examples" / "scale-to-zero"
 
@@ -43,27 +39,10 @@ def test_the_example_passes_nag_and_validation(assembly: Path) -> None:
 
 
 def test_cfn_lint_reports_nothing(assembly: Path) -> None:
-    templates = [str(p) for p in sorted(assembly.glob("*.template.json"))]
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("cfn-lint")), "--format", "parseable", *templates],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = cfn_lint(assembly)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_checkov_finds_nothing_unexplained(assembly: Path) -> None:
-    result = subprocess.run(
-        [str(CHECKOV), "-d", str(assembly), "--framework", "cloudformation", "--skip-download",
-         "--output", "json"],
-        capture_output=True, text=True, check=False, env={**os.environ, "LOG_LEVEL": "ERROR"},
-    )  # fmt: skip
-    reports: Any = json.loads(result.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    failed = [
-        f"{f['check_id']} {f['resource']} ({Path(f['file_path']).name})"
-        for report in reports
-        for f in report["results"]["failed_checks"]
-    ]
+    _, failed = checkov(assembly)
     assert failed == [], "\n".join(failed)
