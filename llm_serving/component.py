@@ -16,6 +16,7 @@ from llm_serving.config.deploy_rules import DeployRuleError, plan_deployment
 from llm_serving.config.schema import ComponentHosting, ModelConfig
 from llm_serving.endpoint_logs import endpoint_log_group
 from llm_serving.endpoint_metrics import VARIANT_NAME
+from llm_serving.endpoint_rollout import concurrency_tracking
 from llm_serving.gateway_tables import BackendTarget, backend
 from llm_serving.model_parts import ModelParts
 from llm_serving.shared_endpoint import SharedLlmEndpoint
@@ -165,34 +166,17 @@ class LlmInferenceComponent(ModelParts):
     def _scaling(self) -> None:
         hosting = self.hosting
         copies = hosting.copies
-        self.scalable_target = appscaling.CfnScalableTarget(
+        self.scalable_target, self.target_tracking = concurrency_tracking(
             self,
-            "ScalableTarget",
-            service_namespace="sagemaker",
             resource_id=f"inference-component/{self.inference_component_name}",
             scalable_dimension="sagemaker:inference-component:DesiredCopyCount",
             min_capacity=copies.min,
             max_capacity=copies.max,
-        )
-        self.scalable_target.add_resource_dependency(self.component)
-        config = appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty
-        metric = appscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty
-        self.target_tracking = appscaling.CfnScalingPolicy(
-            self,
-            "ConcurrentRequests",
-            policy_name=self._policy_name("ConcurrentRequests"),
-            policy_type="TargetTrackingScaling",
-            scaling_target_id=self.scalable_target.ref,
-            target_tracking_scaling_policy_configuration=config(
-                target_value=hosting.target_concurrent_requests_per_copy,
-                predefined_metric_specification=metric(
-                    predefined_metric_type=(
-                        "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution"
-                    )
-                ),
-                scale_in_cooldown=hosting.scale_in_cooldown_s,
-                scale_out_cooldown=hosting.scale_out_cooldown_s,
-            ),
+            depends_on=self.component,
+            metric="SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution",
+            target_value=hosting.target_concurrent_requests_per_copy,
+            scale_in_cooldown_s=hosting.scale_in_cooldown_s,
+            scale_out_cooldown_s=hosting.scale_out_cooldown_s,
         )
         self.scale_out_policy: appscaling.CfnScalingPolicy | None = None
         self.no_capacity_alarm: cloudwatch.Alarm | None = None

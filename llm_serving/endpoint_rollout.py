@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Names
+from aws_cdk import CfnResource, Names
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_sagemaker as sagemaker
@@ -83,17 +83,46 @@ def autoscaling(
     (RegisterScalableTarget API reference: "If the service supports service-linked roles,
     Application Auto Scaling uses a service-linked role, which it creates if it does not yet
     exist")."""
-    target = appscaling.CfnScalableTarget(
+    return concurrency_tracking(
         scope,
-        "ScalableTarget",
-        service_namespace="sagemaker",
         resource_id=f"endpoint/{endpoint_name}/variant/{VARIANT_NAME}",
         scalable_dimension="sagemaker:variant:DesiredInstanceCount",
         min_capacity=scaling.min_instances,
         max_capacity=scaling.max_instances,
+        depends_on=endpoint,
+        metric="SageMakerVariantConcurrentRequestsPerModelHighResolution",
+        target_value=scaling.target_concurrent_requests_per_model,
+        scale_in_cooldown_s=scaling.scale_in_cooldown_s,
+        scale_out_cooldown_s=scaling.scale_out_cooldown_s,
     )
-    target.add_resource_dependency(endpoint)
-    metric = "SageMakerVariantConcurrentRequestsPerModelHighResolution"
+
+
+def concurrency_tracking(
+    scope: Construct,
+    *,
+    resource_id: str,
+    scalable_dimension: str,
+    min_capacity: int,
+    max_capacity: int,
+    depends_on: CfnResource,
+    metric: str,
+    target_value: float,
+    scale_in_cooldown_s: int,
+    scale_out_cooldown_s: int,
+) -> tuple[appscaling.CfnScalableTarget, appscaling.CfnScalingPolicy]:
+    """A SageMaker scalable target (``ScalableTarget``, created after ``depends_on``) and its
+    target-tracking policy (``ConcurrentRequests``) on the predefined ``metric``: an endpoint
+    variant's instances (:func:`autoscaling`) or an inference component's copies."""
+    target = appscaling.CfnScalableTarget(
+        scope,
+        "ScalableTarget",
+        service_namespace="sagemaker",
+        resource_id=resource_id,
+        scalable_dimension=scalable_dimension,
+        min_capacity=min_capacity,
+        max_capacity=max_capacity,
+    )
+    target.add_resource_dependency(depends_on)
     policy = appscaling.CfnScalingPolicy(
         scope,
         "ConcurrentRequests",
@@ -102,14 +131,14 @@ def autoscaling(
         scaling_target_id=target.ref,
         target_tracking_scaling_policy_configuration=(
             appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
-                target_value=scaling.target_concurrent_requests_per_model,
+                target_value=target_value,
                 predefined_metric_specification=(
                     appscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty(
                         predefined_metric_type=metric
                     )
                 ),
-                scale_in_cooldown=scaling.scale_in_cooldown_s,
-                scale_out_cooldown=scaling.scale_out_cooldown_s,
+                scale_in_cooldown=scale_in_cooldown_s,
+                scale_out_cooldown=scale_out_cooldown_s,
             )
         ),
     )
