@@ -129,7 +129,7 @@ class Gateway:
         caller: Caller | None,
         allowance: int | None,
         failed: list[str],
-        telemetry: RequestTelemetry | None = None,
+        telemetry: RequestTelemetry,
     ) -> OpenStream:
         """Open the first backend of the route that answers (``failed`` collects the others)."""
 
@@ -152,7 +152,7 @@ class Gateway:
             first_byte_timeout_s=route.first_byte_timeout_s,
             health=self.health,
             failed=failed,
-            on_no_capacity=telemetry.note_no_capacity if telemetry is not None else None,
+            on_no_capacity=telemetry.note_no_capacity,
         )
 
     async def _reserve(
