@@ -1,5 +1,7 @@
-"""botocore clients from one session per process: the standard configuration chain (region,
-credentials, ``AWS_ENDPOINT_URL_<SERVICE>``), resolved once and shared by every client.
+"""botocore clients for the gateway's AWS calls: the standard configuration chain (region,
+credentials, ``AWS_ENDPOINT_URL_<SERVICE>``). ``main.py`` creates one session and passes it to
+every client it builds: a session loads botocore's endpoint and service data once, so a second
+client in it takes ≈ 13 ms to create, one in a session of its own ≈ 67 ms.
 
 botocore rather than boto3: ``boto3.client`` creates the same botocore client (boto3/session.py,
 ``Session.client`` calls ``botocore.session.Session.create_client``), but importing boto3 also
@@ -9,7 +11,6 @@ gateway uses (``python -X importtime``, those modules' own time).
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -19,12 +20,7 @@ if TYPE_CHECKING:
     from botocore.session import Session
 
 
-@cache
-def session() -> Session:
-    """The process's botocore session (thread-safe to create clients from once built)."""
-    return botocore.session.get_session()
-
-
-def client(service: str, config: Config) -> Any:
-    """A new client for ``service`` (``dynamodb``, ``bedrock-runtime``…) from :func:`session`."""
-    return session().create_client(service, config=config)
+def client(service: str, config: Config, session: Session | None = None) -> Any:
+    """A new client for ``service`` (``dynamodb``, ``bedrock-runtime``…) from ``session``
+    (default: a new one)."""
+    return (session or botocore.session.get_session()).create_client(service, config=config)

@@ -47,6 +47,8 @@ from llm_gateway.contract import GuardrailAction, GuardrailRef
 from llm_gateway.errors import GatewayError
 
 if TYPE_CHECKING:
+    from botocore.session import Session
+
     from llm_gateway.request import ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class GuardrailClient:
         self._client = client
 
     @classmethod
-    def from_env(cls) -> GuardrailClient:
+    def from_env(cls, *, session: Session | None = None) -> GuardrailClient:
         """botocore's ``bedrock-runtime`` client, configured by the process environment (region,
         credentials; ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` for local runs: botocore's
         ``ConfiguredEndpointProvider`` reads ``AWS_ENDPOINT_URL_<SERVICE_ID>``,
@@ -118,7 +120,7 @@ class GuardrailClient:
             retries={"mode": "standard", "total_max_attempts": 2},
             max_pool_connections=64,
         )
-        return cls(aws_clients.client("bedrock-runtime", config=config))
+        return cls(aws_clients.client("bedrock-runtime", config, session))
 
     def apply(self, ref: GuardrailRef, source: Source, texts: Sequence[str]) -> Verdict:
         """One ApplyGuardrail call (blocking); raises :class:`GuardrailUnavailableError`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+import botocore.session
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from llm_gateway import telemetry
@@ -25,9 +26,12 @@ logging.getLogger(telemetry.logger.name).propagate = False
 logging.getLogger("botocore").setLevel(logging.WARNING)
 
 settings = Settings.from_env(os.environ)
+# One botocore session for every client: it loads botocore's endpoint and service data once
+# (llm_gateway/aws_clients.py).
+session = botocore.session.get_session()
 app = create_app(
     settings,
-    SageMakerInvoker.from_settings(settings),
-    quota=QuotaStore.from_env(os.environ),
-    policies=Policies.from_env(settings, os.environ),
+    SageMakerInvoker.from_settings(settings, session=session),
+    quota=QuotaStore.from_env(os.environ, session=session),
+    policies=Policies.from_env(settings, os.environ, session=session),
 )

@@ -31,6 +31,8 @@ from llm_gateway.response_cache import (
 from llm_gateway.service import OpenStream, pipe
 
 if TYPE_CHECKING:
+    from botocore.session import Session
+
     from llm_gateway.contract import CachePolicy, Route, RouteTable
     from llm_gateway.identity import Caller
     from llm_gateway.request import ChatRequest
@@ -91,11 +93,15 @@ class Policies:
         self.cache = cache
 
     @classmethod
-    def from_env(cls, settings: Settings, environ: Mapping[str, str]) -> Policies:
-        """Clients for what the routes use (botocore's, configured by the environment)."""
+    def from_env(
+        cls, settings: Settings, environ: Mapping[str, str], *, session: Session | None = None
+    ) -> Policies:
+        """Clients for what the routes use (botocore's, configured by the environment, from
+        ``session``: default, a new one each)."""
         routes = settings.routes.routes
         guarded = any(route.guardrail is not None for route in routes)
-        return cls(GuardrailClient.from_env() if guarded else None, ResponseCache.from_env(environ))
+        guardrails = GuardrailClient.from_env(session=session) if guarded else None
+        return cls(guardrails, ResponseCache.from_env(environ, session=session))
 
     def require(self, table: RouteTable) -> None:
         """Refuse to serve routes whose guardrail or cache has no client (a wiring bug)."""

@@ -52,7 +52,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -70,6 +70,9 @@ from llm_gateway.quota_model import (
     window_from_key,
     windows_at,
 )
+
+if TYPE_CHECKING:
+    from botocore.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +100,9 @@ class QuotaStore:
         self._table = table_name
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> QuotaStore | None:
+    def from_env(
+        cls, environ: Mapping[str, str], *, session: Session | None = None
+    ) -> QuotaStore | None:
         """The store named by ``LLM_GATEWAY_QUOTA_TABLE``, or None when it is unset.
 
         The client is botocore's, configured by the process environment as usual (region,
@@ -113,7 +118,7 @@ class QuotaStore:
             retries={"mode": "standard", "total_max_attempts": 3},
             max_pool_connections=32,
         )
-        return cls(aws_clients.client("dynamodb", config=config), table)
+        return cls(aws_clients.client("dynamodb", config, session), table)
 
     # -- reserve ------------------------------------------------------------------------------
 

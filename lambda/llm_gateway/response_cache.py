@@ -38,7 +38,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -54,6 +54,9 @@ from llm_gateway.contract import (
     Route,
 )
 from llm_gateway.request import ChatRequest
+
+if TYPE_CHECKING:
+    from botocore.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +230,9 @@ class ResponseCache:
         self._table = table_name
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ResponseCache | None:
+    def from_env(
+        cls, environ: Mapping[str, str], *, session: Session | None = None
+    ) -> ResponseCache | None:
         """The cache named by ``LLM_GATEWAY_CACHE_TABLE``, or None when it is unset.
 
         botocore's client from the process environment (``AWS_ENDPOINT_URL_DYNAMODB`` locally).
@@ -243,7 +248,7 @@ class ResponseCache:
             retries={"mode": "standard", "total_max_attempts": 2},
             max_pool_connections=32,
         )
-        return cls(aws_clients.client("dynamodb", config=config), table)
+        return cls(aws_clients.client("dynamodb", config, session), table)
 
     def get(self, key: str, now: float | None = None) -> CachedAnswer | None:
         """The live answer stored under ``key`` (blocking); raises

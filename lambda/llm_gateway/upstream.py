@@ -17,9 +17,9 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
+import botocore.session
 from botocore.config import Config
 
-from llm_gateway import aws_clients
 from llm_gateway.upstream_async import RuntimeStream, SageMakerRuntime
 from llm_gateway.upstream_errors import UpstreamError, classify
 
@@ -135,17 +135,14 @@ class SageMakerInvoker:
         cls, settings: Settings, *, session: Session | None = None
     ) -> SageMakerInvoker:
         """A client honouring the standard AWS_* variables (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME…),
-        from ``session`` (default: the process's session, :func:`llm_gateway.aws_clients.session`,
-        the standard provider chain; one session loads botocore's endpoint and service data once
-        for every client: a second client in it takes ≈ 13 ms to create, one in a new session
-        ≈ 67 ms).
+        from ``session`` (default: a new botocore session, the standard provider chain).
 
         Retries are off: a retried stream could duplicate output, and choosing another backend
         is the gateway's decision, not botocore's. The client resolves the endpoint, signing
         and credentials once (:func:`llm_gateway.upstream_resolution.resolve`); streams are then
         opened without it unless a proxy applies.
         """
-        session = session or aws_clients.session()
+        session = session or botocore.session.get_session()
         config = Config(
             connect_timeout=settings.upstream_connect_timeout_s,
             read_timeout=settings.upstream_read_timeout_s,
